@@ -1,1 +1,223 @@
-//! berth-client
+//! A typed client for Berth's public HTTP API, used by the `berth` command line and by the
+//! integration tests, so that both exercise exactly what any other client would.
+
+use berth_proto::{
+    CreateTask, CreateToken, CreatedToken, ErrorBody, EventPage, Me, Task, TaskId, TaskPage,
+    TaskStatus, TokenId, TokenInfo, TokenList,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an API error.
+    #[error("{message} ({status}, {code})")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    /// The server could not be reached or its answer could not be read.
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("invalid server URL: {0}")]
+    Url(#[from] url::ParseError),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            ClientError::Http(err) => err.status(),
+            ClientError::Url(_) => None,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Filters and position for [`Client::list_tasks`].
+#[derive(Clone, Debug, Default)]
+pub struct ListTasks {
+    pub status: Option<TaskStatus>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: url::Url,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for the server at `base_url` (such as `http://127.0.0.1:7700`).
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("berth-client/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base: url::Url::parse(base_url)?,
+            token,
+        })
+    }
+
+    /// The same server with another token.
+    pub fn with_token(&self, token: impl Into<String>) -> Self {
+        Self {
+            token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
+    pub fn base_url(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// A request to `path` with the token attached, for calls this client does not wrap.
+    pub fn request(&self, method: Method, path: &str) -> Result<RequestBuilder> {
+        let mut request = self.http.request(method, self.base.join(path)?);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        Ok(request)
+    }
+
+    /// Creates a task; returns it and whether this call created it (`false` when the
+    /// idempotency key had been used before).
+    pub async fn create_task(
+        &self,
+        task: &CreateTask,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Task, bool)> {
+        let mut request = self.request(Method::POST, "/v1/tasks")?.json(task);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = checked(request.send().await?).await?;
+        let created = response.status() == StatusCode::CREATED;
+        Ok((response.json().await?, created))
+    }
+
+    pub async fn list_tasks(&self, query: &ListTasks) -> Result<TaskPage> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(status) = query.status {
+            params.push(("status", status.as_str().to_string()));
+        }
+        if let Some(cursor) = &query.cursor {
+            params.push(("cursor", cursor.clone()));
+        }
+        if let Some(limit) = query.limit {
+            params.push(("limit", limit.to_string()));
+        }
+        self.send_json(self.request(Method::GET, "/v1/tasks")?.query(&params))
+            .await
+    }
+
+    pub async fn get_task(&self, id: TaskId) -> Result<Task> {
+        self.send_json(self.request(Method::GET, &format!("/v1/tasks/{id}"))?)
+            .await
+    }
+
+    pub async fn cancel_task(&self, id: TaskId) -> Result<Task> {
+        self.send_json(self.request(Method::POST, &format!("/v1/tasks/{id}/cancel"))?)
+            .await
+    }
+
+    pub async fn list_events(
+        &self,
+        id: TaskId,
+        after: i64,
+        limit: Option<u32>,
+    ) -> Result<EventPage> {
+        let mut request = self
+            .request(Method::GET, &format!("/v1/tasks/{id}/events"))?
+            .query(&[("after", after)]);
+        if let Some(limit) = limit {
+            request = request.query(&[("limit", limit)]);
+        }
+        self.send_json(request).await
+    }
+
+    /// The task's diff as bytes (it may hold binary patches).
+    pub async fn get_diff(&self, id: TaskId) -> Result<Vec<u8>> {
+        let request = self.request(Method::GET, &format!("/v1/tasks/{id}/diff"))?;
+        let response = checked(request.send().await?).await?;
+        Ok(response.bytes().await?.to_vec())
+    }
+
+    pub async fn me(&self) -> Result<Me> {
+        self.send_json(self.request(Method::GET, "/v1/me")?).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        let list: TokenList = self
+            .send_json(self.request(Method::GET, "/v1/tokens")?)
+            .await?;
+        Ok(list.tokens)
+    }
+
+    pub async fn create_token(&self, name: &str) -> Result<CreatedToken> {
+        let body = CreateToken {
+            name: name.to_string(),
+        };
+        self.send_json(self.request(Method::POST, "/v1/tokens")?.json(&body))
+            .await
+    }
+
+    pub async fn revoke_token(&self, id: TokenId) -> Result<TokenInfo> {
+        self.send_json(self.request(Method::DELETE, &format!("/v1/tokens/{id}"))?)
+            .await
+    }
+
+    /// `GET /healthz` and `GET /readyz` succeed.
+    pub async fn ready(&self) -> Result<()> {
+        for path in ["/healthz", "/readyz"] {
+            checked(self.http.get(self.base.join(path)?).send().await?).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
+        let response = checked(request.send().await?).await?;
+        Ok(response.json().await?)
+    }
+}
+
+/// Turns an error answer into [`ClientError::Api`], reading the API's error body.
+pub async fn checked(response: Response) -> Result<Response> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let text = response.text().await.unwrap_or_default();
+    Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => ClientError::Api {
+            status,
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "unexpected_response".to_string(),
+            message: text.chars().take(500).collect(),
+        },
+    })
+}

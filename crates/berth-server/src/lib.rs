@@ -1,1 +1,39 @@
-//! berth-server
+//! Berth's server: the HTTP API over a [`Store`], started on a listener the caller binds, so
+//! that tests run the real thing on port 0.
+
+pub mod auth;
+pub mod config;
+mod error;
+mod extract;
+pub mod openapi;
+pub mod repo_url;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use berth_store::Store;
+use tokio::net::TcpListener;
+
+pub use config::{Config, Overrides, Secret};
+pub use error::{ApiError, ApiResult};
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting connections
+/// and waits for requests in flight to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = routes::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,1 +1,153 @@
-//! berth-store
+//! Berth's storage: one `Store` trait, implemented on SQLite (one machine, no setup) and on
+//! PostgreSQL (many machines). Each backend runs its own embedded migrations when it opens.
+
+mod postgres;
+mod rows;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_proto::{Event, EventKind, Task, TaskId, TaskStatus, TokenId, TokenInfo, UserId};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The same idempotency key was used earlier for a different request.
+    #[error("idempotency key was already used for a different request")]
+    IdempotencyMismatch,
+    /// A write carried an attempt number that no longer owns the task.
+    #[error("task {0} is no longer held by this attempt")]
+    Fenced(TaskId),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+}
+
+/// A user account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+}
+
+/// Who a request comes from, once its token is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user: User,
+    pub token_id: TokenId,
+}
+
+/// A token to store: only its hash, never the secret.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    pub user_id: UserId,
+    pub name: String,
+    pub prefix: String,
+    pub token_hash: String,
+}
+
+/// A task to enqueue, already validated.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub owner_id: UserId,
+    pub request: berth_proto::CreateTask,
+    pub max_attempts: i64,
+    /// `(key, hash of the request body)` when the client sent an `Idempotency-Key`.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// Whether `create_task` made a new task or found the one made earlier with the same key.
+#[derive(Clone, Debug)]
+pub struct Created {
+    pub task: Task,
+    pub created: bool,
+}
+
+/// A filter and a position for listing a user's tasks, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct TaskQuery {
+    pub status: Option<TaskStatus>,
+    /// Only tasks older than this one.
+    pub before: Option<TaskId>,
+    pub limit: i64,
+}
+
+/// The identity of one attempt at a task; every write a runner makes carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub task_id: TaskId,
+    pub attempt: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+    /// Waits for open connections to finish and closes them.
+    async fn close(&self);
+
+    /// Returns the user with this name, creating it if needed.
+    async fn upsert_user(&self, name: &str) -> Result<User>;
+    async fn count_users(&self) -> Result<i64>;
+    async fn insert_token(&self, token: NewToken) -> Result<TokenInfo>;
+    /// Finds the live (not revoked) token with this hash and its user.
+    async fn authenticate(&self, token_hash: &str) -> Result<Option<Principal>>;
+    async fn list_tokens(&self, user_id: UserId) -> Result<Vec<TokenInfo>>;
+    /// Revokes one of the user's tokens; `None` if the user has no such token.
+    async fn revoke_token(&self, user_id: UserId, id: TokenId) -> Result<Option<TokenInfo>>;
+
+    /// Enqueues a task and writes its first event (`status: queued`), in one transaction.
+    async fn create_task(&self, new: NewTask) -> Result<Created>;
+    /// The owner's task; `None` for a task that does not exist or belongs to someone else.
+    async fn get_task(&self, owner_id: UserId, id: TaskId) -> Result<Option<Task>>;
+    async fn list_tasks(&self, owner_id: UserId, query: TaskQuery) -> Result<Vec<Task>>;
+    /// Cancels a queued task at once, and asks a running one to stop (`cancelling`).
+    /// A task that has already ended is returned as it is.
+    async fn cancel_task(&self, owner_id: UserId, id: TaskId) -> Result<Option<Task>>;
+    /// Events after `after`, at most `limit`, with the task's newest sequence number.
+    async fn list_events(
+        &self,
+        owner_id: UserId,
+        id: TaskId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Option<(Vec<Event>, i64)>>;
+    /// Appends an event written by the attempt `fence`; refused once that attempt lost the task.
+    async fn append_event(
+        &self,
+        fence: Fence,
+        kind: EventKind,
+        payload: serde_json::Value,
+    ) -> Result<i64>;
+    /// The task's stored diff, if any.
+    async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>>;
+}
+
+/// Opens the store a database URL names: `postgres://…` or `postgresql://…` for PostgreSQL;
+/// anything else is refused. Use [`open_sqlite`] for the default data directory.
+pub async fn open_url(url: &str) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(PostgresStore::connect(url).await?))
+}
+
+/// Opens (creating if needed) the SQLite database `berth.db` in `data_dir`.
+pub async fn open_sqlite(data_dir: &Path) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(
+        SqliteStore::open(&data_dir.join("berth.db")).await?,
+    ))
+}

@@ -1,1 +1,121 @@
-fn main() {}
+//! The `berth` binary: command-line parsing and wiring; the work happens in the library crates.
+
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_server::{Config, Overrides, Secret};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Self-hosted background coding agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, the realtime streams and the scheduler on this machine.
+    Server {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Manage API tokens directly in the server's database (run on the server's machine).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi {
+        /// Write it to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a user if needed and print a new API token for it (shown once).
+    Create {
+        /// The user's name.
+        #[arg(long)]
+        user: String,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// Options every command that opens the database honours. Each also has a `BERTH_*`
+/// environment variable and a `berth.toml` key; the flag wins.
+#[derive(Args, Clone, Debug)]
+struct ConfigArgs {
+    /// Configuration file (default: ./berth.toml when it exists) [env: BERTH_CONFIG]
+    #[arg(long, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:7700) [env: BERTH_LISTEN]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory for the SQLite database and local state (default ./berth-data) [env: BERTH_DATA_DIR]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// postgres://… to use PostgreSQL instead of SQLite [env: BERTH_DATABASE_URL]
+    #[arg(long, hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone().map(Secret::new),
+        };
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Runtime::new().expect("the Tokio runtime starts");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("berth: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server { config } => server::run(config.load()?).await,
+        Command::Token(TokenCommand::Create { user, name, config }) => {
+            server::create_token(&config.load()?, &user, &name).await
+        }
+        Command::Openapi { output } => {
+            let document = berth_server::openapi::document_json();
+            match output {
+                Some(path) => std::fs::write(&path, document)?,
+                None => print!("{document}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,224 @@
+//! Server configuration, in layers: defaults, then `berth.toml`, then `BERTH_*` environment
+//! variables, then command-line flags; then validation with messages a person can act on.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::repo_url::AllowedHost;
+
+/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database and other local state live.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL instead of SQLite in `data_dir`.
+    pub database_url: Option<Secret>,
+    /// Git hosts tasks may name: `host`, `host:port`, or `http://host:port` to allow plain HTTP.
+    #[serde(deserialize_with = "comma_separated")]
+    pub git_allowed_hosts: Vec<String>,
+    /// Largest prompt accepted, in bytes.
+    pub max_prompt_bytes: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a task may run when it does not say, in seconds.
+    pub default_timeout_secs: u64,
+    /// Longest a task may ask to run, in seconds.
+    pub max_timeout_secs: u64,
+    /// How many times a task is attempted before it fails for good.
+    pub max_attempts: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir: PathBuf::from("berth-data"),
+            database_url: None,
+            git_allowed_hosts: vec!["github.com".to_string()],
+            max_prompt_bytes: 64 * 1024,
+            max_body_bytes: 1024 * 1024,
+            default_timeout_secs: 30 * 60,
+            max_timeout_secs: 4 * 60 * 60,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The keys `BERTH_*` environment variables may set; others (such as `BERTH_CONFIG`) are not
+/// configuration values.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "git_allowed_hosts",
+    "max_prompt_bytes",
+    "max_body_bytes",
+    "default_timeout_secs",
+    "max_timeout_secs",
+    "max_attempts",
+];
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<Secret>,
+}
+
+/// Where the tasks are kept.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Sqlite { data_dir: PathBuf },
+    Postgres { url: Secret },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads every layer. `file` is the `--config` path; without it `./berth.toml` is read
+    /// when it exists.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::File {
+                    path: path.to_owned(),
+                    message: "no such file".to_string(),
+                })
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("berth.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("berth.toml"))
+            }
+            None => {}
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("BERTH_").only(ENV_KEYS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|err| ConfigError::Invalid(err.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.git_allowed_hosts.is_empty() {
+            return invalid("git_allowed_hosts is empty: tasks could name no repository".into());
+        }
+        for host in &self.git_allowed_hosts {
+            if let Err(message) = AllowedHost::parse(host) {
+                return invalid(format!("git_allowed_hosts entry {host:?}: {message}"));
+            }
+        }
+        if self.max_prompt_bytes == 0 || self.max_prompt_bytes >= self.max_body_bytes {
+            return invalid(format!(
+                "max_prompt_bytes ({}) must be above 0 and below max_body_bytes ({})",
+                self.max_prompt_bytes, self.max_body_bytes
+            ));
+        }
+        if self.default_timeout_secs == 0 || self.default_timeout_secs > self.max_timeout_secs {
+            return invalid(format!(
+                "default_timeout_secs ({}) must be above 0 and at most max_timeout_secs ({})",
+                self.default_timeout_secs, self.max_timeout_secs
+            ));
+        }
+        if self.max_attempts < 1 {
+            return invalid("max_attempts must be at least 1".into());
+        }
+        self.database()?;
+        Ok(())
+    }
+
+    pub fn database(&self) -> Result<Database, ConfigError> {
+        match &self.database_url {
+            None => Ok(Database::Sqlite {
+                data_dir: self.data_dir.clone(),
+            }),
+            Some(url)
+                if url.expose().starts_with("postgres://")
+                    || url.expose().starts_with("postgresql://") =>
+            {
+                Ok(Database::Postgres { url: url.clone() })
+            }
+            Some(_) => Err(ConfigError::Invalid(
+                "database_url must start with postgres:// or postgresql://; leave it unset to \
+                 use SQLite in data_dir"
+                    .to_string(),
+            )),
+        }
+    }
+
+    pub fn allowed_hosts(&self) -> Vec<AllowedHost> {
+        self.git_allowed_hosts
+            .iter()
+            .filter_map(|host| AllowedHost::parse(host).ok())
+            .collect()
+    }
+}
+
+/// Accepts a list, or one string of comma-separated items as an environment variable gives.
+fn comma_separated<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text.split(',').map(str::to_string).collect(),
+        OneOrMany::Many(items) => items,
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_string())
+        .filter(|item| !item.is_empty())
+        .collect())
+}
+
+/// Opens the store the configuration names, running its migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn berth_store::Store>> {
+    let store = match config.database()? {
+        Database::Sqlite { data_dir } => berth_store::open_sqlite(&data_dir).await,
+        Database::Postgres { url } => berth_store::open_url(url.expose()).await,
+    };
+    Ok(store?)
+}

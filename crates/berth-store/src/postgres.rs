@@ -1,0 +1,395 @@
+//! The PostgreSQL backend, for several machines sharing one database. Row locks taken by
+//! `UPDATE … RETURNING` serialise the writers of one task; different tasks never wait on each other.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_proto::{Event, EventKind, Task, TaskId, TokenId, TokenInfo, UserId};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+
+use crate::rows::{self, task_columns, token_columns, EventRow, TaskRow, TokenRow};
+use crate::{Backend, Created, Fence, NewTask, NewToken, Principal, Result, Store, StoreError};
+use crate::{TaskQuery, User};
+
+/// The database clock, in milliseconds since the epoch.
+macro_rules! now {
+    () => {
+        "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT"
+    };
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database the URL names and migrates it.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+async fn fetch_task(conn: &mut PgConnection, id: TaskId) -> Result<Task> {
+    let row: TaskRow = sqlx::query_as(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE id = $1"
+    ))
+    .bind(id.0)
+    .fetch_one(conn)
+    .await?;
+    row.try_into()
+}
+
+/// Appends an event inside the caller's transaction, taking the next sequence number.
+/// Returns `None` when the fence does not hold (wrong attempt, or the task is not active).
+async fn append_in(
+    conn: &mut PgConnection,
+    task_id: TaskId,
+    fence_attempt: Option<i64>,
+    kind: EventKind,
+    payload: &serde_json::Value,
+) -> Result<Option<i64>> {
+    let seq: Option<(i64, i64)> = sqlx::query_as(concat!(
+        "UPDATE tasks SET last_event_seq = last_event_seq + 1, updated_at = ",
+        now!(),
+        " WHERE id = $1 AND ($2 IS NULL OR (attempt = $2 AND status IN ('running', 'cancelling')))",
+        " RETURNING last_event_seq, attempt"
+    ))
+    .bind(task_id.0)
+    .bind(fence_attempt)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((seq, attempt)) = seq else {
+        return Ok(None);
+    };
+    sqlx::query(concat!(
+        "INSERT INTO task_events (task_id, seq, attempt, kind, payload, created_at)",
+        " VALUES ($1, $2, $3, $4, $5, ",
+        now!(),
+        ")"
+    ))
+    .bind(task_id.0)
+    .bind(seq)
+    .bind(attempt)
+    .bind(kind.as_str())
+    .bind(Json(payload))
+    .execute(conn)
+    .await?;
+    Ok(Some(seq))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn upsert_user(&self, name: &str) -> Result<User> {
+        let mut tx = self.write().await?;
+        sqlx::query(concat!(
+            "INSERT INTO users (id, name, created_at) VALUES ($1, $2, ",
+            now!(),
+            ")",
+            " ON CONFLICT (name) DO NOTHING"
+        ))
+        .bind(UserId::new().0)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        let (id,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(User {
+            id: id.into(),
+            name: name.to_string(),
+        })
+    }
+
+    async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn insert_token(&self, token: NewToken) -> Result<TokenInfo> {
+        let row: TokenRow = sqlx::query_as(concat!(
+            "INSERT INTO api_tokens (id, user_id, name, prefix, token_hash, created_at)",
+            " VALUES ($1, $2, $3, $4, $5, ",
+            now!(),
+            ") RETURNING ",
+            token_columns!()
+        ))
+        .bind(TokenId::new().0)
+        .bind(token.user_id.0)
+        .bind(&token.name)
+        .bind(&token.prefix)
+        .bind(&token.token_hash)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.into())
+    }
+
+    async fn authenticate(&self, token_hash: &str) -> Result<Option<Principal>> {
+        let found: Option<(uuid::Uuid, uuid::Uuid, String, Option<i64>, i64)> =
+            sqlx::query_as(concat!(
+                "SELECT t.id, u.id, u.name, t.last_used_at, ",
+                now!(),
+                " FROM api_tokens t JOIN users u ON u.id = t.user_id",
+                " WHERE t.token_hash = $1 AND t.revoked_at IS NULL"
+            ))
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some((token_id, user_id, name, last_used, now)) = found else {
+            return Ok(None);
+        };
+        // Record use at most once a minute, so reads do not all become writes.
+        if last_used.is_none_or(|at| now - at > 60_000) {
+            sqlx::query(concat!(
+                "UPDATE api_tokens SET last_used_at = ",
+                now!(),
+                " WHERE id = $1"
+            ))
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(Some(Principal {
+            user: User {
+                id: user_id.into(),
+                name,
+            },
+            token_id: token_id.into(),
+        }))
+    }
+
+    async fn list_tokens(&self, user_id: UserId) -> Result<Vec<TokenInfo>> {
+        let rows: Vec<TokenRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE user_id = $1 ORDER BY id DESC"
+        ))
+        .bind(user_id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(TokenInfo::from).collect())
+    }
+
+    async fn revoke_token(&self, user_id: UserId, id: TokenId) -> Result<Option<TokenInfo>> {
+        let row: Option<TokenRow> = sqlx::query_as(concat!(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ",
+            now!(),
+            ")",
+            " WHERE id = $1 AND user_id = $2 RETURNING ",
+            token_columns!()
+        ))
+        .bind(id.0)
+        .bind(user_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(TokenInfo::from))
+    }
+
+    async fn create_task(&self, new: NewTask) -> Result<Created> {
+        let mut tx = self.write().await?;
+        let (key, hash) = new.idempotency.clone().unzip();
+        let request = &new.request;
+        let inserted: Option<(uuid::Uuid,)> =
+            sqlx::query_as(concat!(
+            "INSERT INTO tasks (id, owner_id, status, repo_url, git_ref, prompt, model, network,",
+            " budget, timeout_secs, open_pull_request, max_attempts, not_before, created_at,",
+            " updated_at, idempotency_key, request_hash)",
+            " VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, ", now!(), ", ",
+            now!(), ", ", now!(), ", $12, $13)",
+            " ON CONFLICT (owner_id, idempotency_key) DO NOTHING RETURNING id"
+        ))
+            .bind(TaskId::new().0)
+            .bind(new.owner_id.0)
+            .bind(&request.repo_url)
+            .bind(&request.git_ref)
+            .bind(&request.prompt)
+            .bind(&request.model)
+            .bind(request.network.as_str())
+            .bind(Json(&request.budget))
+            .bind(request.timeout_secs.map(|secs| secs as i64))
+            .bind(request.open_pull_request)
+            .bind(new.max_attempts)
+            .bind(&key)
+            .bind(&hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+
+        let Some((id,)) = inserted else {
+            let row: TaskRow = sqlx::query_as(concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE owner_id = $1 AND idempotency_key = $2"
+            ))
+            .bind(new.owner_id.0)
+            .bind(&key)
+            .fetch_one(&mut *tx)
+            .await?;
+            if row.request_hash != hash {
+                return Err(StoreError::IdempotencyMismatch);
+            }
+            return Ok(Created {
+                task: row.try_into()?,
+                created: false,
+            });
+        };
+        let status = serde_json::json!({ "status": "queued" });
+        append_in(&mut tx, id.into(), None, EventKind::Status, &status).await?;
+        let task = fetch_task(&mut tx, id.into()).await?;
+        tx.commit().await?;
+        Ok(Created {
+            task,
+            created: true,
+        })
+    }
+
+    async fn get_task(&self, owner_id: UserId, id: TaskId) -> Result<Option<Task>> {
+        let row: Option<TaskRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE id = $1 AND owner_id = $2"
+        ))
+        .bind(id.0)
+        .bind(owner_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Task::try_from).transpose()
+    }
+
+    async fn list_tasks(&self, owner_id: UserId, query: TaskQuery) -> Result<Vec<Task>> {
+        let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE owner_id = $1",
+            " AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3)",
+            " ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(owner_id.0)
+        .bind(query.status.map(|status| status.as_str()))
+        .bind(query.before.map(|id| id.0))
+        .bind(query.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows::tasks(rows)
+    }
+
+    async fn cancel_task(&self, owner_id: UserId, id: TaskId) -> Result<Option<Task>> {
+        let mut tx = self.write().await?;
+        let changed: Option<(String,)> = sqlx::query_as(concat!(
+            "UPDATE tasks SET",
+            " status = CASE status WHEN 'queued' THEN 'cancelled' ELSE 'cancelling' END,",
+            " finished_at = CASE status WHEN 'queued' THEN ",
+            now!(),
+            " ELSE finished_at END,",
+            " error = 'cancelled by its owner', updated_at = ",
+            now!(),
+            " WHERE id = $1 AND owner_id = $2 AND status IN ('queued', 'running')",
+            " RETURNING status"
+        ))
+        .bind(id.0)
+        .bind(owner_id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((status,)) = changed {
+            let payload =
+                serde_json::json!({ "status": status, "reason": "cancelled by its owner" });
+            append_in(&mut tx, id, None, EventKind::Status, &payload).await?;
+        }
+        let row: Option<TaskRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE id = $1 AND owner_id = $2"
+        ))
+        .bind(id.0)
+        .bind(owner_id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(Task::try_from).transpose()
+    }
+
+    async fn list_events(
+        &self,
+        owner_id: UserId,
+        id: TaskId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Option<(Vec<Event>, i64)>> {
+        // One read transaction, so the page and the head agree.
+        let mut tx = self.pool.begin().await?;
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT last_event_seq FROM tasks WHERE id = $1 AND owner_id = $2")
+                .bind(id.0)
+                .bind(owner_id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(head) = head else {
+            return Ok(None);
+        };
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT task_id, seq, attempt, kind, payload, created_at FROM task_events
+             WHERE task_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(id.0)
+        .bind(after)
+        .bind(head)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some((rows::events(rows)?, head)))
+    }
+
+    async fn append_event(
+        &self,
+        fence: Fence,
+        kind: EventKind,
+        payload: serde_json::Value,
+    ) -> Result<i64> {
+        let mut tx = self.write().await?;
+        let seq = append_in(&mut tx, fence.task_id, Some(fence.attempt), kind, &payload)
+            .await?
+            .ok_or(StoreError::Fenced(fence.task_id))?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT d.diff FROM task_diffs d JOIN tasks t ON t.id = d.task_id
+             WHERE d.task_id = $1 AND t.owner_id = $2",
+        )
+        .bind(id.0)
+        .bind(owner_id.0)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}

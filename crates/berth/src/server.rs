@@ -1,0 +1,85 @@
+//! `berth server` and `berth token create`: open the configured store and run against it.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use berth_server::{AppState, Config};
+use tokio::net::TcpListener;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = berth_server::config::open_store(&config)
+        .await
+        .context("cannot open the database")?;
+    if store.count_users().await? == 0 {
+        println!("{}", first_token_hint(&config));
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    println!("berth listening on http://{address}");
+    tracing::info!(%address, database = ?store.backend(), "server started");
+
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+    };
+    berth_server::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped accepting connections; closing the database");
+    store.close().await;
+    Ok(())
+}
+
+pub async fn create_token(config: &Config, user: &str, name: &str) -> anyhow::Result<()> {
+    let user = user.trim();
+    anyhow::ensure!(
+        !user.is_empty() && user.len() <= 100,
+        "--user must be 1 to 100 characters"
+    );
+    let store = berth_server::config::open_store(config)
+        .await
+        .context("cannot open the database")?;
+    let user = store.upsert_user(user).await?;
+    let created = berth_server::auth::issue_token(store.as_ref(), user.id, name).await?;
+    store.close().await;
+    eprintln!(
+        "Created token {} for user {}. It is shown only this once:",
+        created.info.prefix, user.name
+    );
+    println!("{}", created.token);
+    Ok(())
+}
+
+fn first_token_hint(config: &Config) -> String {
+    let mut command = String::from("berth token create --user YOUR_NAME");
+    match config.database() {
+        Ok(berth_server::config::Database::Postgres { .. }) => {
+            command.push_str(" --database-url postgres://…")
+        }
+        _ => command.push_str(&format!(" --data-dir {}", config.data_dir.display())),
+    }
+    format!("No users yet. Create the first API token on this machine with:\n    {command}")
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
