@@ -87,6 +87,10 @@ impl Client {
         }
     }
 
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub fn base_url(&self) -> &url::Url {
         &self.base
     }

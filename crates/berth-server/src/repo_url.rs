@@ -50,6 +50,13 @@ pub fn check(repo_url: &str, allowed: &[AllowedHost]) -> Result<(), String> {
     {
         return Err("repo_url must not contain spaces or control characters".into());
     }
+    // Checked on the text as given: URL parsing would quietly resolve the dots away.
+    if repo_url
+        .split(['/', ':'])
+        .any(|part| part == ".." || part == ".")
+    {
+        return Err("repo_url must not contain . or .. path segments".into());
+    }
     let url = match scp_like(repo_url) {
         Some(url) => url,
         None => Url::parse(repo_url).map_err(|err| format!("repo_url is not a URL: {err}"))?,
@@ -71,7 +78,7 @@ pub fn check(repo_url: &str, allowed: &[AllowedHost]) -> Result<(), String> {
         return Err("repo_url has no usable host".into());
     }
     let path = url.path().trim_start_matches('/');
-    if path.is_empty() || path.starts_with('-') || path.split('/').any(|part| part == "..") {
+    if path.is_empty() || path.starts_with('-') {
         return Err("repo_url must name a repository path such as owner/repo".into());
     }
     let Some(entry) = allowed.iter().find(|entry| entry.matches(host, url.port())) else {

@@ -1,0 +1,13 @@
+//! Integration tests: the real server on port 0, driven over HTTP by the typed client, on
+//! SQLite and on PostgreSQL.
+
+mod harness;
+
+mod errors;
+mod idempotency;
+mod openapi;
+mod pagination;
+mod restart;
+mod tasks;
+mod tenancy;
+mod tokens;
