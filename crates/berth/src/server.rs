@@ -13,6 +13,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if store.count_users().await? == 0 {
         println!("{}", first_token_hint(&config));
     }
+    let shutdown = shutdown_signal()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -24,7 +25,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         config: Arc::new(config),
     };
-    berth_server::serve(listener, state, shutdown_signal()).await?;
+    berth_server::serve(listener, state, shutdown).await?;
     tracing::info!("stopped accepting connections; closing the database");
     store.close().await;
     Ok(())
@@ -61,25 +62,17 @@ fn first_token_hint(config: &Config) -> String {
     format!("No users yet. Create the first API token on this machine with:\n    {command}")
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed before this returns, so a
+/// signal that arrives right after the server says it is listening is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown requested");
+        tracing::info!("shutdown requested");
+    })
 }

@@ -1,0 +1,185 @@
+//! The `berth` binary itself: configuration layers, the first-start hint, `token create`
+//! against the server's database, and a graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// A `berth` command with a clean environment: no `BERTH_*` from the caller leaks in.
+fn berth(dir: &Path) -> Command {
+    let mut command = Command::new(BERTH);
+    command.current_dir(dir).env("RUST_LOG", "warn");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("BERTH_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Starts `berth server` and waits for the line that says where it listens.
+fn start_server(mut command: Command) -> (Child, String, Vec<String>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .next()
+            .expect("the server prints where it listens")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("berth listening on ") {
+            return (child, url.to_string(), seen);
+        }
+        seen.push(line);
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    panic!("the server did not stop within 10 s of SIGTERM");
+}
+
+#[tokio::test]
+async fn token_create_then_serve_then_stop_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = berth(dir.path());
+    server.args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"]);
+    let (mut child, url, before) = start_server(server);
+    assert!(
+        before
+            .iter()
+            .any(|line| line.contains("berth token create --user")),
+        "an empty database prints how to get the first token: {before:?}"
+    );
+
+    let output = berth(dir.path())
+        .args(["token", "create", "--user", "alice", "--data-dir", "state"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("berth_"));
+    assert!(
+        dir.path().join("state/berth.db").exists(),
+        "--data-dir holds the database"
+    );
+
+    let client = berth_client::Client::new(&url, Some(token)).unwrap();
+    assert_eq!(client.me().await.unwrap().name, "alice");
+    let status = terminate(&mut child);
+    assert!(
+        status.success(),
+        "a SIGTERM stops the server cleanly: {status}"
+    );
+}
+
+#[tokio::test]
+async fn flags_beat_environment_beat_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "listen = \"127.0.0.1:1\"\ndata_dir = \"from-file\"\n",
+    )
+    .unwrap();
+
+    // The file names the data directory; the environment overrides its listen address.
+    let mut server = berth(dir.path());
+    server.args(["server"]).env("BERTH_LISTEN", "127.0.0.1:0");
+    let (mut child, _, _) = start_server(server);
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status}");
+    assert!(dir.path().join("from-file/berth.db").exists());
+
+    // A flag wins over the environment and the file.
+    let mut server = berth(dir.path());
+    server
+        .args(["server", "--data-dir", "from-flag"])
+        .env("BERTH_LISTEN", "127.0.0.1:0")
+        .env("BERTH_DATA_DIR", "from-env");
+    let (mut child, _, _) = start_server(server);
+    assert!(terminate(&mut child).success());
+    assert!(dir.path().join("from-flag/berth.db").exists());
+    assert!(!dir.path().join("from-env").exists());
+}
+
+#[test]
+fn invalid_configuration_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+        (&["server", "--listen", "nowhere"], &[], "listen"),
+        (
+            &["server", "--database-url", "mysql://x"],
+            &[],
+            "postgres://",
+        ),
+        (
+            &["server"],
+            &[("BERTH_GIT_ALLOWED_HOSTS", "github.com/evil")],
+            "git_allowed_hosts",
+        ),
+        (
+            &["server"],
+            &[("BERTH_MAX_PROMPT_BYTES", "lots")],
+            "max_prompt_bytes",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let output = berth(dir.path())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} {env:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.to_lowercase().contains(expected),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn database_url_never_appears_in_output() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: the connection fails, and the error must not echo the password.
+    let output = berth(dir.path())
+        .args(["token", "create", "--user", "x"])
+        .env(
+            "BERTH_DATABASE_URL",
+            "postgres://berth:sup3r-s3cret@127.0.0.1:9/berth",
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let all = [output.stdout, output.stderr].concat();
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        !text.contains("sup3r-s3cret"),
+        "the password leaked: {text}"
+    );
+    assert!(
+        text.contains("database"),
+        "the error says what failed: {text}"
+    );
+}
