@@ -3,6 +3,7 @@
 
 mod postgres;
 mod rows;
+mod signal;
 mod sqlite;
 
 use std::path::Path;
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 use berth_proto::{Event, EventKind, Task, TaskId, TaskStatus, TokenId, TokenInfo, UserId};
 
 pub use postgres::PostgresStore;
+pub use signal::EventNotice;
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -102,6 +104,13 @@ pub trait Store: Send + Sync + 'static {
     /// Waits for open connections to finish and closes them.
     async fn close(&self);
 
+    /// Changes whenever a task may have become claimable (created, requeued), here or, on
+    /// PostgreSQL, on another node. Runners still poll: this only makes them quick.
+    fn work_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Every event appended from now on, here or (PostgreSQL) on another node. A lagging
+    /// receiver loses notices, not events: re-read the log from the last sequence seen.
+    fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<EventNotice>;
+
     /// Returns the user with this name, creating it if needed.
     async fn upsert_user(&self, name: &str) -> Result<User>;
     async fn count_users(&self) -> Result<i64>;
@@ -111,6 +120,17 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self, user_id: UserId) -> Result<Vec<TokenInfo>>;
     /// Revokes one of the user's tokens; `None` if the user has no such token.
     async fn revoke_token(&self, user_id: UserId, id: TokenId) -> Result<Option<TokenInfo>>;
+
+    /// Stores a stream ticket (its hash) for the user, valid for `ttl_ms`; also forgets
+    /// expired ones.
+    async fn insert_stream_ticket(
+        &self,
+        user_id: UserId,
+        ticket_hash: &str,
+        ttl_ms: i64,
+    ) -> Result<()>;
+    /// Uses up a ticket: the user it was made for, once, if it has not expired.
+    async fn redeem_stream_ticket(&self, ticket_hash: &str) -> Result<Option<User>>;
 
     /// Enqueues a task and writes its first event (`status: queued`), in one transaction.
     async fn create_task(&self, new: NewTask) -> Result<Created>;

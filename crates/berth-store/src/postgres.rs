@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_proto::{Event, EventKind, Task, TaskId, TokenId, TokenInfo, UserId};
-use sqlx::postgres::PgPoolOptions;
+use std::sync::Arc;
+
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
 use crate::rows::{self, task_columns, token_columns, EventRow, TaskRow, TokenRow};
+use crate::signal::{EventNotice, Signals};
 use crate::{Backend, Created, Fence, NewTask, NewToken, Principal, Result, Store, StoreError};
 use crate::{TaskQuery, User};
 
@@ -22,6 +25,8 @@ macro_rules! now {
 
 pub struct PostgresStore {
     pool: PgPool,
+    signals: std::sync::Arc<Signals>,
+    listener: tokio::task::JoinHandle<()>,
 }
 
 impl PostgresStore {
@@ -33,11 +38,54 @@ impl PostgresStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        let signals = Arc::new(Signals::new());
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen_all([WORK_CHANNEL, EVENTS_CHANNEL]).await?;
+        let listener = tokio::spawn(forward_notifications(listener, signals.clone()));
+        Ok(Self {
+            pool,
+            signals,
+            listener,
+        })
+    }
+
+    /// Tells this process's subscribers about an event, once its transaction committed.
+    fn published(&self, notice: Option<EventNotice>) {
+        if let Some(notice) = notice {
+            self.signals.event_appended(notice);
+        }
     }
 
     async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+}
+
+const WORK_CHANNEL: &str = "berth_work";
+const EVENTS_CHANNEL: &str = "berth_events";
+
+/// Feeds NOTIFY from other nodes into this process's signals. When the listening connection
+/// is lost, notifications may have been missed: everyone is woken to re-read, and sqlx's
+/// listener reconnects on the next receive.
+async fn forward_notifications(mut listener: PgListener, signals: Arc<Signals>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notification)) if notification.channel() == EVENTS_CHANNEL => {
+                if let Some(notice) = EventNotice::decode(notification.payload()) {
+                    signals.event_appended(notice);
+                }
+            }
+            Ok(Some(_)) => signals.wake_runners(),
+            Ok(None) => {
+                tracing::warn!("lost the LISTEN connection; reconnecting");
+                signals.wake_runners();
+                signals.connection_lost();
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "LISTEN connection failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 
@@ -61,18 +109,18 @@ async fn append_in(
     fence_attempt: Option<i64>,
     kind: EventKind,
     payload: &serde_json::Value,
-) -> Result<Option<i64>> {
-    let seq: Option<(i64, i64)> = sqlx::query_as(concat!(
+) -> Result<Option<EventNotice>> {
+    let seq: Option<(i64, i64, uuid::Uuid)> = sqlx::query_as(concat!(
         "UPDATE tasks SET last_event_seq = last_event_seq + 1, updated_at = ",
         now!(),
         " WHERE id = $1 AND ($2 IS NULL OR (attempt = $2 AND status IN ('running', 'cancelling')))",
-        " RETURNING last_event_seq, attempt"
+        " RETURNING last_event_seq, attempt, owner_id"
     ))
     .bind(task_id.0)
     .bind(fence_attempt)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((seq, attempt)) = seq else {
+    let Some((seq, attempt, owner_id)) = seq else {
         return Ok(None);
     };
     sqlx::query(concat!(
@@ -86,9 +134,18 @@ async fn append_in(
     .bind(attempt)
     .bind(kind.as_str())
     .bind(Json(payload))
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(Some(seq))
+    let notice = EventNotice {
+        task_id,
+        owner_id: owner_id.into(),
+        seq,
+    };
+    sqlx::query("SELECT pg_notify('berth_events', $1)")
+        .bind(notice.encode())
+        .execute(conn)
+        .await?;
+    Ok(Some(notice))
 }
 
 #[async_trait]
@@ -103,7 +160,16 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        self.listener.abort();
         self.pool.close().await;
+    }
+
+    fn work_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signals.work()
+    }
+
+    fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<EventNotice> {
+        self.signals.events()
     }
 
     async fn upsert_user(&self, name: &str) -> Result<User> {
@@ -214,6 +280,61 @@ impl Store for PostgresStore {
         Ok(row.map(TokenInfo::from))
     }
 
+    async fn insert_stream_ticket(
+        &self,
+        user_id: UserId,
+        ticket_hash: &str,
+        ttl_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(concat!(
+            "DELETE FROM stream_tickets WHERE expires_at < ",
+            now!()
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(concat!(
+            "INSERT INTO stream_tickets (ticket_hash, user_id, expires_at)",
+            " VALUES ($1, $2, ",
+            now!(),
+            " + $3)"
+        ))
+        .bind(ticket_hash)
+        .bind(user_id.0)
+        .bind(ttl_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn redeem_stream_ticket(&self, ticket_hash: &str) -> Result<Option<User>> {
+        let mut tx = self.write().await?;
+        let user_id: Option<uuid::Uuid> = sqlx::query_scalar(concat!(
+            "DELETE FROM stream_tickets WHERE ticket_hash = $1 AND expires_at >= ",
+            now!(),
+            " RETURNING user_id"
+        ))
+        .bind(ticket_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let user = match user_id {
+            None => None,
+            Some(id) => {
+                let name: String = sqlx::query_scalar("SELECT name FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Some(User {
+                    id: id.into(),
+                    name,
+                })
+            }
+        };
+        tx.commit().await?;
+        Ok(user)
+    }
+
     async fn create_task(&self, new: NewTask) -> Result<Created> {
         let mut tx = self.write().await?;
         let (key, hash) = new.idempotency.clone().unzip();
@@ -262,9 +383,14 @@ impl Store for PostgresStore {
             });
         };
         let status = serde_json::json!({ "status": "queued" });
-        append_in(&mut tx, id.into(), None, EventKind::Status, &status).await?;
+        let notice = append_in(&mut tx, id.into(), None, EventKind::Status, &status).await?;
         let task = fetch_task(&mut tx, id.into()).await?;
+        sqlx::query("SELECT pg_notify('berth_work', '')")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
+        self.published(notice);
+        self.signals.wake_runners();
         Ok(Created {
             task,
             created: true,
@@ -318,10 +444,11 @@ impl Store for PostgresStore {
         .bind(owner_id.0)
         .fetch_optional(&mut *tx)
         .await?;
+        let mut notice = None;
         if let Some((status,)) = changed {
             let payload =
                 serde_json::json!({ "status": status, "reason": "cancelled by its owner" });
-            append_in(&mut tx, id, None, EventKind::Status, &payload).await?;
+            notice = append_in(&mut tx, id, None, EventKind::Status, &payload).await?;
         }
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -333,6 +460,7 @@ impl Store for PostgresStore {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.published(notice);
         row.map(Task::try_from).transpose()
     }
 
@@ -375,11 +503,12 @@ impl Store for PostgresStore {
         payload: serde_json::Value,
     ) -> Result<i64> {
         let mut tx = self.write().await?;
-        let seq = append_in(&mut tx, fence.task_id, Some(fence.attempt), kind, &payload)
+        let notice = append_in(&mut tx, fence.task_id, Some(fence.attempt), kind, &payload)
             .await?
             .ok_or(StoreError::Fenced(fence.task_id))?;
         tx.commit().await?;
-        Ok(seq)
+        self.published(Some(notice));
+        Ok(notice.seq)
     }
 
     async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>> {

@@ -12,6 +12,7 @@ use sqlx::types::Json;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::rows::{self, task_columns, token_columns, EventRow, TaskRow, TokenRow};
+use crate::signal::{EventNotice, Signals};
 use crate::{Backend, Created, Fence, NewTask, NewToken, Principal, Result, Store, StoreError};
 use crate::{TaskQuery, User};
 
@@ -25,6 +26,7 @@ macro_rules! now {
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    signals: Signals,
 }
 
 impl SqliteStore {
@@ -54,7 +56,18 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer,
+            readers,
+            signals: Signals::new(),
+        })
+    }
+
+    /// Tells this process's subscribers about an event, once its transaction committed.
+    fn published(&self, notice: Option<EventNotice>) {
+        if let Some(notice) = notice {
+            self.signals.event_appended(notice);
+        }
     }
 
     async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -82,18 +95,18 @@ async fn append_in(
     fence_attempt: Option<i64>,
     kind: EventKind,
     payload: &serde_json::Value,
-) -> Result<Option<i64>> {
-    let seq: Option<(i64, i64)> = sqlx::query_as(concat!(
+) -> Result<Option<EventNotice>> {
+    let seq: Option<(i64, i64, uuid::Uuid)> = sqlx::query_as(concat!(
         "UPDATE tasks SET last_event_seq = last_event_seq + 1, updated_at = ",
         now!(),
         " WHERE id = $1 AND ($2 IS NULL OR (attempt = $2 AND status IN ('running', 'cancelling')))",
-        " RETURNING last_event_seq, attempt"
+        " RETURNING last_event_seq, attempt, owner_id"
     ))
     .bind(task_id.0)
     .bind(fence_attempt)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((seq, attempt)) = seq else {
+    let Some((seq, attempt, owner_id)) = seq else {
         return Ok(None);
     };
     sqlx::query(concat!(
@@ -107,9 +120,14 @@ async fn append_in(
     .bind(attempt)
     .bind(kind.as_str())
     .bind(Json(payload))
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(Some(seq))
+    let notice = EventNotice {
+        task_id,
+        owner_id: owner_id.into(),
+        seq,
+    };
+    Ok(Some(notice))
 }
 
 #[async_trait]
@@ -126,6 +144,14 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.readers.close().await;
         self.writer.close().await;
+    }
+
+    fn work_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signals.work()
+    }
+
+    fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<EventNotice> {
+        self.signals.events()
     }
 
     async fn upsert_user(&self, name: &str) -> Result<User> {
@@ -236,6 +262,61 @@ impl Store for SqliteStore {
         Ok(row.map(TokenInfo::from))
     }
 
+    async fn insert_stream_ticket(
+        &self,
+        user_id: UserId,
+        ticket_hash: &str,
+        ttl_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(concat!(
+            "DELETE FROM stream_tickets WHERE expires_at < ",
+            now!()
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(concat!(
+            "INSERT INTO stream_tickets (ticket_hash, user_id, expires_at)",
+            " VALUES ($1, $2, ",
+            now!(),
+            " + $3)"
+        ))
+        .bind(ticket_hash)
+        .bind(user_id.0)
+        .bind(ttl_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn redeem_stream_ticket(&self, ticket_hash: &str) -> Result<Option<User>> {
+        let mut tx = self.write().await?;
+        let user_id: Option<uuid::Uuid> = sqlx::query_scalar(concat!(
+            "DELETE FROM stream_tickets WHERE ticket_hash = $1 AND expires_at >= ",
+            now!(),
+            " RETURNING user_id"
+        ))
+        .bind(ticket_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let user = match user_id {
+            None => None,
+            Some(id) => {
+                let name: String = sqlx::query_scalar("SELECT name FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Some(User {
+                    id: id.into(),
+                    name,
+                })
+            }
+        };
+        tx.commit().await?;
+        Ok(user)
+    }
+
     async fn create_task(&self, new: NewTask) -> Result<Created> {
         let mut tx = self.write().await?;
         let (key, hash) = new.idempotency.clone().unzip();
@@ -284,9 +365,11 @@ impl Store for SqliteStore {
             });
         };
         let status = serde_json::json!({ "status": "queued" });
-        append_in(&mut tx, id.into(), None, EventKind::Status, &status).await?;
+        let notice = append_in(&mut tx, id.into(), None, EventKind::Status, &status).await?;
         let task = fetch_task(&mut tx, id.into()).await?;
         tx.commit().await?;
+        self.published(notice);
+        self.signals.wake_runners();
         Ok(Created {
             task,
             created: true,
@@ -340,10 +423,11 @@ impl Store for SqliteStore {
         .bind(owner_id.0)
         .fetch_optional(&mut *tx)
         .await?;
+        let mut notice = None;
         if let Some((status,)) = changed {
             let payload =
                 serde_json::json!({ "status": status, "reason": "cancelled by its owner" });
-            append_in(&mut tx, id, None, EventKind::Status, &payload).await?;
+            notice = append_in(&mut tx, id, None, EventKind::Status, &payload).await?;
         }
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -355,6 +439,7 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.published(notice);
         row.map(Task::try_from).transpose()
     }
 
@@ -397,11 +482,12 @@ impl Store for SqliteStore {
         payload: serde_json::Value,
     ) -> Result<i64> {
         let mut tx = self.write().await?;
-        let seq = append_in(&mut tx, fence.task_id, Some(fence.attempt), kind, &payload)
+        let notice = append_in(&mut tx, fence.task_id, Some(fence.attempt), kind, &payload)
             .await?
             .ok_or(StoreError::Fenced(fence.task_id))?;
         tx.commit().await?;
-        Ok(seq)
+        self.published(Some(notice));
+        Ok(notice.seq)
     }
 
     async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>> {

@@ -1,0 +1,6 @@
+-- Short-lived, single-use tickets that let a browser open a stream without headers.
+CREATE TABLE stream_tickets (
+    ticket_hash  TEXT PRIMARY KEY,
+    user_id      BLOB NOT NULL REFERENCES users(id),
+    expires_at   INTEGER NOT NULL
+);

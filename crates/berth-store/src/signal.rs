@@ -1,0 +1,77 @@
+//! Wake-ups inside one process: runners wait on `work` for claimable tasks, streams listen on
+//! `events` for appended events. On PostgreSQL, NOTIFY feeds the same channels from other nodes.
+//! Both are hints: a missed one costs a poll interval, never a lost task or event.
+
+use berth_proto::{TaskId, UserId};
+use tokio::sync::{broadcast, watch};
+
+/// An event was appended to a task's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventNotice {
+    pub task_id: TaskId,
+    pub owner_id: UserId,
+    pub seq: i64,
+}
+
+impl EventNotice {
+    /// A notice about no task in particular: notices may have been lost, so every subscriber
+    /// should re-read the logs it follows.
+    pub const RESYNC: EventNotice = EventNotice {
+        task_id: TaskId(uuid::Uuid::nil()),
+        owner_id: UserId(uuid::Uuid::nil()),
+        seq: 0,
+    };
+
+    /// `task:owner:seq`, the payload of a PostgreSQL notification.
+    pub(crate) fn encode(&self) -> String {
+        format!("{}:{}:{}", self.task_id, self.owner_id, self.seq)
+    }
+
+    pub(crate) fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split(':');
+        let notice = EventNotice {
+            task_id: parts.next()?.parse().ok()?,
+            owner_id: parts.next()?.parse().ok()?,
+            seq: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(notice)
+    }
+}
+
+pub(crate) struct Signals {
+    work: watch::Sender<u64>,
+    events: broadcast::Sender<EventNotice>,
+}
+
+impl Signals {
+    pub(crate) fn new() -> Self {
+        Self {
+            work: watch::channel(0).0,
+            events: broadcast::channel(4096).0,
+        }
+    }
+
+    /// Tells waiting runners that a task may be claimable.
+    pub(crate) fn wake_runners(&self) {
+        self.work
+            .send_modify(|version| *version = version.wrapping_add(1));
+    }
+
+    pub(crate) fn event_appended(&self, notice: EventNotice) {
+        // No subscriber is fine: nobody is watching that task now.
+        let _ = self.events.send(notice);
+    }
+
+    /// Notices from other nodes may have been missed: tell stream subscribers to re-read.
+    pub(crate) fn connection_lost(&self) {
+        let _ = self.events.send(EventNotice::RESYNC);
+    }
+
+    pub(crate) fn work(&self) -> watch::Receiver<u64> {
+        self.work.subscribe()
+    }
+
+    pub(crate) fn events(&self) -> broadcast::Receiver<EventNotice> {
+        self.events.subscribe()
+    }
+}
