@@ -41,11 +41,7 @@ fn json_error(rejection: JsonRejection) -> ApiError {
             "send the body as JSON with Content-Type: application/json",
         ),
         JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "request body is over the server's limit (max_body_bytes)",
-            )
+            crate::routes::body_too_large()
         }
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }

@@ -190,15 +190,32 @@ async fn repo_urls_outside_the_allowed_hosts_are_refused(backend: Backend) {
 }
 
 async fn oversized_bodies_are_refused_with_413(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     let db = TestDatabase::new(&backend).await;
     let server = TestServer::start(&db).await;
     let alice = server.user("alice").await;
-    let huge = json!({"repo_url": "https://github.com/o/r", "prompt": "x".repeat(2 * 1024 * 1024)});
-    let got = post_raw(&alice, "application/json", huge.to_string()).await;
-    assert_eq!(
-        got,
-        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large".into())
+    // Announce 2 MiB but send none of it: the answer must come from the headers alone.
+    let address = server.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/tasks HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        alice.token().unwrap(),
+        2 * 1024 * 1024
     );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    );
+    read.await
+        .expect("the server answers without waiting for the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"code\":\"body_too_large\""), "{answer}");
     assert_eq!(task_count(&alice).await, 0);
     server.stop().await;
 }
