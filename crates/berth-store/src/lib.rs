@@ -90,6 +90,66 @@ pub struct Fence {
     pub attempt: i64,
 }
 
+/// What a runner may take: the claim respects these counts, read from the task rows
+/// themselves inside the claim.
+#[derive(Clone, Debug)]
+pub struct ClaimLimits {
+    /// The claiming runner's node id; it becomes the lease owner.
+    pub node_id: String,
+    pub lease_ms: i64,
+    /// Most tasks this node runs at once.
+    pub node_capacity: i64,
+    /// Most tasks one user has running at once, across all nodes.
+    pub per_user_limit: i64,
+}
+
+/// How an attempt ended, as the runner reports it.
+#[derive(Clone, Debug)]
+pub struct TaskEnd {
+    /// `Succeeded`, `Failed`, `Cancelled` or `TimedOut`.
+    pub status: TaskStatus,
+    /// Why it did not succeed, in words.
+    pub reason: Option<String>,
+    /// The change made, kept whatever the ending.
+    pub diff: Option<Vec<u8>>,
+    pub branch: Option<String>,
+    pub pull_request_url: Option<String>,
+}
+
+/// What a handed-back attempt leads to: another try, or the end of the task.
+pub(crate) fn after_release(
+    status: TaskStatus,
+    attempt: i64,
+    max_attempts: i64,
+    reason: &str,
+    counts_as_attempt: bool,
+) -> (TaskStatus, String) {
+    if status == TaskStatus::Cancelling {
+        (
+            TaskStatus::Cancelled,
+            format!("cancelled by its owner; {reason}"),
+        )
+    } else if counts_as_attempt && attempt >= max_attempts {
+        (
+            TaskStatus::Failed,
+            format!("gave up after {attempt} attempts: {reason}"),
+        )
+    } else {
+        (
+            TaskStatus::Queued,
+            format!("{reason}; retrying (attempt {attempt} of {max_attempts} used)"),
+        )
+    }
+}
+
+/// What became of a task whose attempt was handed back or whose lease ran out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released {
+    pub task_id: TaskId,
+    /// `Queued` when it will be tried again; `Failed` or `Cancelled` when it ended.
+    pub status: TaskStatus,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -155,6 +215,32 @@ pub trait Store: Send + Sync + 'static {
         kind: EventKind,
         payload: serde_json::Value,
     ) -> Result<i64>;
+    /// Takes the next task the limits allow, fairly across users: the user with the fewest
+    /// running tasks first, then the one served least recently, then the oldest task. The task
+    /// becomes `running`, leased to the node, with its attempt number bumped.
+    async fn claim_next_task(&self, limits: &ClaimLimits) -> Result<Option<Task>>;
+    /// Extends the attempt's lease. `None` when the attempt no longer holds the task.
+    async fn heartbeat(&self, fence: Fence, lease_ms: i64) -> Result<Option<TaskStatus>>;
+    /// Tasks held by `node_id` whose owner asked to cancel them.
+    async fn cancelling_on_node(&self, node_id: &str) -> Result<Vec<Fence>>;
+    /// Ends the attempt and the task, storing the diff; `Fenced` if the attempt lost the task.
+    async fn finish_task(&self, fence: Fence, end: TaskEnd) -> Result<()>;
+    /// Hands the task back after an infrastructure failure or a drain. With `retry_in_ms`,
+    /// the attempt counts: the task is requeued to start no sooner than that, or fails once
+    /// its attempts are used up. Without it (a drain), it is requeued at once.
+    async fn release_task(
+        &self,
+        fence: Fence,
+        reason: &str,
+        retry_in_ms: Option<i64>,
+    ) -> Result<Released>;
+    /// Requeues (or, after the last attempt, fails) every task whose lease ran out, and ends
+    /// orphaned `cancelling` tasks. `backoff_ms(attempt)` says how long a retry waits.
+    async fn reap_expired_leases(
+        &self,
+        backoff_ms: &(dyn Fn(i64) -> i64 + Send + Sync),
+    ) -> Result<Vec<Released>>;
+
     /// The task's stored diff, if any.
     async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>>;
 }

@@ -20,7 +20,9 @@ fn berth(dir: &Path) -> Command {
     command
 }
 
-/// Starts `berth server` and waits for the line that says where it listens.
+/// Starts `berth server` and waits for the line that says where it listens. The caller stops
+/// it with [`terminate`], which waits for it.
+#[allow(clippy::zombie_processes)]
 fn start_server(mut command: Command) -> (Child, String, Vec<String>) {
     let mut child = command
         .stdout(Stdio::piped())
@@ -126,7 +128,8 @@ async fn flags_beat_environment_beat_file() {
 #[test]
 fn invalid_configuration_is_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         (&["server", "--listen", "nowhere"], &[], "listen"),
         (
             &["server", "--database-url", "mysql://x"],

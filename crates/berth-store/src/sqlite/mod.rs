@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_proto::{Event, EventKind, Task, TaskId, TokenId, TokenInfo, UserId};
+use berth_proto::{Event, EventKind, Task, TaskId, TaskStatus, TokenId, TokenInfo, UserId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
 use sqlx::{SqliteConnection, SqlitePool};
@@ -14,7 +14,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use crate::rows::{self, task_columns, token_columns, EventRow, TaskRow, TokenRow};
 use crate::signal::{EventNotice, Signals};
 use crate::{Backend, Created, Fence, NewTask, NewToken, Principal, Result, Store, StoreError};
-use crate::{TaskQuery, User};
+use crate::{ClaimLimits, Released, TaskEnd, TaskQuery, User};
 
 /// The database clock, in milliseconds since the epoch.
 macro_rules! now {
@@ -22,6 +22,8 @@ macro_rules! now {
         "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
     };
 }
+
+mod queue;
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -488,6 +490,38 @@ impl Store for SqliteStore {
         tx.commit().await?;
         self.published(Some(notice));
         Ok(notice.seq)
+    }
+
+    async fn claim_next_task(&self, limits: &ClaimLimits) -> Result<Option<Task>> {
+        self.claim(limits).await
+    }
+
+    async fn heartbeat(&self, fence: Fence, lease_ms: i64) -> Result<Option<TaskStatus>> {
+        self.renew(fence, lease_ms).await
+    }
+
+    async fn cancelling_on_node(&self, node_id: &str) -> Result<Vec<Fence>> {
+        self.cancelling(node_id).await
+    }
+
+    async fn finish_task(&self, fence: Fence, end: TaskEnd) -> Result<()> {
+        self.finish(fence, end).await
+    }
+
+    async fn release_task(
+        &self,
+        fence: Fence,
+        reason: &str,
+        retry_in_ms: Option<i64>,
+    ) -> Result<Released> {
+        self.release(fence, reason, retry_in_ms).await
+    }
+
+    async fn reap_expired_leases(
+        &self,
+        backoff_ms: &(dyn Fn(i64) -> i64 + Send + Sync),
+    ) -> Result<Vec<Released>> {
+        self.reap(backoff_ms).await
     }
 
     async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>> {

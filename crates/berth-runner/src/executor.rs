@@ -1,0 +1,82 @@
+//! What a runner does with a claimed task. The queue does not care how a task is run: the
+//! agent loop, a fixed sandbox command, or a test's script all implement [`Executor`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_proto::{EventKind, Task};
+use berth_store::{Fence, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+/// Why a runner asked a task to stop before it ended by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Its owner cancelled it.
+    Cancelled,
+    /// It ran past its timeout.
+    TimedOut,
+    /// The runner is shutting down: the task goes back to the queue.
+    Draining,
+    /// Another attempt owns the task now; nothing this attempt writes will be kept.
+    LeaseLost,
+}
+
+/// How an attempt ended, as the executor saw it.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// The work is done.
+    Succeeded { diff: Option<Vec<u8>> },
+    /// The task itself failed (the agent gave up, a budget ran out): not retried.
+    Failed {
+        reason: String,
+        diff: Option<Vec<u8>>,
+    },
+    /// The machinery failed (the sandbox did not start, the engine errored): retried with
+    /// backoff until the task's attempts are used up.
+    Infrastructure { reason: String },
+    /// The executor stopped because it was asked to (see [`Context::stop_reason`]); it keeps
+    /// whatever work was done so far.
+    Stopped { diff: Option<Vec<u8>> },
+}
+
+/// What an executor gets with each attempt.
+#[derive(Clone)]
+pub struct Context {
+    pub fence: Fence,
+    pub store: Arc<dyn Store>,
+    /// Cancelled when the attempt must stop; the executor should return promptly.
+    pub stop: CancellationToken,
+    pub(crate) reason: Arc<std::sync::Mutex<Option<StopReason>>>,
+}
+
+impl Context {
+    /// Appends an event to the task's log, fenced by this attempt.
+    pub async fn emit(
+        &self,
+        kind: EventKind,
+        payload: serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        self.store.append_event(self.fence, kind, payload).await
+    }
+
+    /// Why the attempt was asked to stop, once it was.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        *self.reason.lock().expect("stop reason lock")
+    }
+
+    /// Asks the attempt to stop; the first reason given wins.
+    pub(crate) fn request_stop(&self, reason: StopReason) {
+        let mut current = self.reason.lock().expect("stop reason lock");
+        if current.is_none() {
+            *current = Some(reason);
+        }
+        drop(current);
+        self.stop.cancel();
+    }
+}
+
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Runs one attempt of `task`. Must return soon after `ctx.stop` is cancelled.
+    async fn run(&self, task: Task, ctx: Context) -> Outcome;
+}
