@@ -54,6 +54,16 @@ pub struct Config {
     pub max_timeout_secs: u64,
     /// How many times a task is attempted before it fails for good.
     pub max_attempts: i64,
+    /// Names this node's runner in leases and container labels (default: `hostname-pid`).
+    pub runner_node_id: Option<String>,
+    /// Most tasks this node's runner runs at once.
+    pub runner_capacity: usize,
+    /// Most tasks one user has running at once, across all runners.
+    pub runner_per_user_limit: i64,
+    /// How long a runner's claim lasts without a heartbeat, in seconds.
+    pub runner_lease_secs: u64,
+    /// On shutdown, how long running tasks may go on before they are handed back, in seconds.
+    pub runner_drain_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -68,6 +78,11 @@ impl Default for Config {
             default_timeout_secs: 30 * 60,
             max_timeout_secs: 4 * 60 * 60,
             max_attempts: 3,
+            runner_node_id: None,
+            runner_capacity: 2,
+            runner_per_user_limit: 2,
+            runner_lease_secs: 30,
+            runner_drain_grace_secs: 30,
         }
     }
 }
@@ -84,6 +99,11 @@ const ENV_KEYS: &[&str] = &[
     "default_timeout_secs",
     "max_timeout_secs",
     "max_attempts",
+    "runner_node_id",
+    "runner_capacity",
+    "runner_per_user_limit",
+    "runner_lease_secs",
+    "runner_drain_grace_secs",
 ];
 
 /// Values given on the command line; they win over every other layer.
@@ -163,6 +183,26 @@ impl Config {
         }
         if self.max_attempts < 1 {
             return invalid("max_attempts must be at least 1".into());
+        }
+        if self.runner_capacity == 0 || self.runner_per_user_limit < 1 {
+            return invalid("runner_capacity and runner_per_user_limit must be at least 1".into());
+        }
+        if self.runner_lease_secs < 3 {
+            return invalid(
+                "runner_lease_secs must be at least 3 (heartbeats come every third)".into(),
+            );
+        }
+        if let Some(node) = &self.runner_node_id {
+            let ok = !node.is_empty()
+                && node.len() <= 64
+                && node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                return invalid(format!(
+                    "runner_node_id {node:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+                ));
+            }
         }
         self.database()?;
         Ok(())
