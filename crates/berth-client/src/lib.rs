@@ -160,6 +160,18 @@ impl Client {
         self.send_json(request).await
     }
 
+    /// Queues a follow-up on a task that has ended.
+    pub async fn follow_up(&self, id: TaskId, prompt: &str) -> Result<Task> {
+        let body = berth_proto::FollowUp {
+            prompt: prompt.to_string(),
+        };
+        self.send_json(
+            self.request(Method::POST, &format!("/v1/tasks/{id}/messages"))?
+                .json(&body),
+        )
+        .await
+    }
+
     /// The task's diff as bytes (it may hold binary patches).
     pub async fn get_diff(&self, id: TaskId) -> Result<Vec<u8>> {
         let request = self.request(Method::GET, &format!("/v1/tasks/{id}/diff"))?;

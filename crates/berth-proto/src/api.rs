@@ -87,3 +87,11 @@ pub struct Me {
 pub struct Health {
     pub status: String,
 }
+
+/// The body of `POST /v1/tasks/{id}/messages`: a follow-up for a task that has ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUp {
+    /// What the agent should do next, in plain words.
+    pub prompt: String,
+}

@@ -70,6 +70,11 @@ impl From<StoreError> for ApiError {
                 "this Idempotency-Key was already used for a different request; use a new key \
                  for a new task",
             ),
+            StoreError::Conflict(message) => ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "task_not_finished",
+                message,
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -16,7 +16,7 @@ use crate::routes::{health, tasks, tokens};
     paths(
         health::healthz, health::readyz,
         tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::cancel_task,
-        tasks::list_events, tasks::get_diff,
+        tasks::list_events, tasks::get_diff, tasks::follow_up,
         tokens::me, tokens::list_tokens, tokens::create_token, tokens::revoke_token,
     ),
     modifiers(&BearerAuth),

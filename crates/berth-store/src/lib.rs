@@ -30,6 +30,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The request does not fit the task's state (such as a follow-up on a running task).
+    #[error("{0}")]
+    Conflict(String),
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
 }
@@ -142,6 +145,14 @@ pub(crate) fn after_release(
     }
 }
 
+/// What a runner needs to rebuild a task's workspace and continue its conversation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkState {
+    pub base_commit: Option<String>,
+    /// A follow-up prompt not yet answered; cleared by the next message appended.
+    pub pending_prompt: Option<String>,
+}
+
 /// What became of a task whose attempt was handed back or whose lease ran out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Released {
@@ -240,6 +251,27 @@ pub trait Store: Send + Sync + 'static {
         &self,
         backoff_ms: &(dyn Fn(i64) -> i64 + Send + Sync),
     ) -> Result<Vec<Released>>;
+
+    /// Appends one message to the task's model transcript, fenced by the attempt.
+    async fn append_message(&self, fence: Fence, message: serde_json::Value) -> Result<i64>;
+    /// The whole transcript, in order, for resuming a task.
+    async fn list_messages(&self, task_id: TaskId) -> Result<Vec<serde_json::Value>>;
+    /// Adds one model turn's tokens and cost to the task's totals, fenced by the attempt.
+    async fn add_usage(&self, fence: Fence, usage: &berth_proto::Usage) -> Result<()>;
+    /// Remembers the commit the task's work starts from (set once, by its first attempt).
+    async fn set_base_commit(&self, fence: Fence, commit: &str) -> Result<()>;
+    /// The runner's view of a task it holds: base commit and a follow-up prompt, if any.
+    async fn work_state(&self, task_id: TaskId) -> Result<WorkState>;
+    /// Queues a follow-up on a task that has ended: the next attempt continues the same
+    /// transcript and workspace with `prompt`. `None` if the task is unknown or not the
+    /// owner's; `Err(Conflict)` if it has not ended.
+    async fn continue_task(
+        &self,
+        owner_id: UserId,
+        id: TaskId,
+        prompt: &str,
+        max_attempts: i64,
+    ) -> Result<Option<Task>>;
 
     /// The task's stored diff, if any.
     async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>>;

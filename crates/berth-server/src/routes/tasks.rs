@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use berth_proto::{CreateTask, ErrorBody, EventPage, Task, TaskId, TaskPage, TaskStatus};
+use berth_proto::{CreateTask, ErrorBody, EventPage, FollowUp, Task, TaskId, TaskPage, TaskStatus};
 use berth_store::{NewTask, TaskQuery};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/v1/tasks/{id}/events", get(list_events))
         .route("/v1/tasks/{id}/diff", get(get_diff))
+        .route("/v1/tasks/{id}/messages", post(follow_up))
 }
 
 /// Create a task. With an `Idempotency-Key`, a retry returns the task the first request made.
@@ -75,22 +76,27 @@ async fn create_task(
     Ok((status, [(header::LOCATION, location)], Json(created.task)).into_response())
 }
 
-fn validate(state: &AppState, request: &CreateTask) -> ApiResult<()> {
-    let config = &state.config;
-    if request.prompt.trim().is_empty() {
+fn check_prompt(state: &AppState, prompt: &str) -> ApiResult<()> {
+    if prompt.trim().is_empty() {
         return Err(ApiError::unprocessable("invalid_prompt", "prompt is empty"));
     }
-    if request.prompt.len() > config.max_prompt_bytes {
+    let limit = state.config.max_prompt_bytes;
+    if prompt.len() > limit {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "prompt_too_large",
             format!(
-                "prompt is {} bytes; this server accepts at most {} (max_prompt_bytes)",
-                request.prompt.len(),
-                config.max_prompt_bytes
+                "prompt is {} bytes; this server accepts at most {limit} (max_prompt_bytes)",
+                prompt.len()
             ),
         ));
     }
+    Ok(())
+}
+
+fn validate(state: &AppState, request: &CreateTask) -> ApiResult<()> {
+    let config = &state.config;
+    check_prompt(state, &request.prompt)?;
     repo_url::check(&request.repo_url, &config.allowed_hosts())
         .map_err(|message| ApiError::unprocessable("invalid_repo_url", message))?;
     if let Some(git_ref) = &request.git_ref {
@@ -162,6 +168,7 @@ fn request_hash(request: &CreateTask) -> String {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only tasks in this state.
     status: Option<String>,
@@ -296,6 +303,7 @@ async fn cancel_task(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
     /// Sequence number of the last event already seen (0 for the start).
     after: Option<i64>,
@@ -371,4 +379,34 @@ async fn get_diff(
             )
         })?;
     Ok(([(header::CONTENT_TYPE, "text/x-diff")], diff).into_response())
+}
+
+/// Send a follow-up to a task that has ended: it is queued again and continues with the same
+/// conversation and the workspace as it left it; its result updates the same branch.
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/messages", tag = "tasks", request_body = FollowUp,
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 202, description = "Queued again", body = Task),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The task has not ended yet", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn follow_up(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<TaskId>,
+    ApiJson(request): ApiJson<FollowUp>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    check_prompt(&state, &request.prompt)?;
+    let max_attempts = state.config.max_attempts;
+    let task = state
+        .store
+        .continue_task(caller.user_id(), id, &request.prompt, max_attempts)
+        .await?;
+    let task = task.ok_or_else(|| ApiError::not_found("task"))?;
+    Ok((StatusCode::ACCEPTED, Json(task)))
 }

@@ -4,6 +4,7 @@
 mod harness;
 
 mod errors;
+mod followups;
 mod idempotency;
 mod openapi;
 mod pagination;

@@ -24,6 +24,7 @@ macro_rules! now {
 }
 
 mod queue;
+mod transcript;
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -522,6 +523,36 @@ impl Store for SqliteStore {
         backoff_ms: &(dyn Fn(i64) -> i64 + Send + Sync),
     ) -> Result<Vec<Released>> {
         self.reap(backoff_ms).await
+    }
+
+    async fn append_message(&self, fence: Fence, message: serde_json::Value) -> Result<i64> {
+        self.push_message(fence, message).await
+    }
+
+    async fn list_messages(&self, task_id: TaskId) -> Result<Vec<serde_json::Value>> {
+        self.messages(task_id).await
+    }
+
+    async fn add_usage(&self, fence: Fence, usage: &berth_proto::Usage) -> Result<()> {
+        self.usage(fence, usage).await
+    }
+
+    async fn set_base_commit(&self, fence: Fence, commit: &str) -> Result<()> {
+        self.base_commit(fence, commit).await
+    }
+
+    async fn work_state(&self, task_id: TaskId) -> Result<crate::WorkState> {
+        self.state(task_id).await
+    }
+
+    async fn continue_task(
+        &self,
+        owner_id: UserId,
+        id: TaskId,
+        prompt: &str,
+        max_attempts: i64,
+    ) -> Result<Option<Task>> {
+        self.follow_up(owner_id, id, prompt, max_attempts).await
     }
 
     async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>> {
