@@ -43,6 +43,8 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct Context {
     pub fence: Fence,
+    /// The runner's node id, for labels.
+    pub node_id: String,
     pub store: Arc<dyn Store>,
     /// Cancelled when the attempt must stop; the executor should return promptly.
     pub stop: CancellationToken,
@@ -79,4 +81,8 @@ impl Context {
 pub trait Executor: Send + Sync + 'static {
     /// Runs one attempt of `task`. Must return soon after `ctx.stop` is cancelled.
     async fn run(&self, task: Task, ctx: Context) -> Outcome;
+
+    /// Cleans up what attempts that are no longer running here left behind (such as
+    /// containers after a crash). `live` are the attempts this node runs now.
+    async fn sweep(&self, _node_id: &str, _live: &[Fence]) {}
 }

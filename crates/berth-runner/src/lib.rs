@@ -4,6 +4,7 @@
 //! anything. It also reaps the leases of runners that died.
 
 mod backoff;
+pub mod command;
 mod executor;
 
 use std::collections::HashMap;
@@ -179,6 +180,7 @@ impl Runner {
         };
         let ctx = Context {
             fence,
+            node_id: self.config.node_id.clone(),
             store: self.store.clone(),
             stop: CancellationToken::new(),
             reason: Arc::default(),
@@ -318,6 +320,7 @@ impl Runner {
             if last_reap.elapsed() >= self.config.reap_interval {
                 last_reap = tokio::time::Instant::now();
                 self.reap().await;
+                self.sweep().await;
             }
         }
     }
@@ -360,6 +363,17 @@ impl Runner {
         if let Some(ctx) = active.get(&fence.task_id).filter(|ctx| ctx.fence == fence) {
             ctx.request_stop(reason);
         }
+    }
+
+    async fn sweep(&self) {
+        let live: Vec<Fence> = self
+            .active
+            .lock()
+            .expect("active lock")
+            .values()
+            .map(|ctx| ctx.fence)
+            .collect();
+        self.executor.sweep(&self.config.node_id, &live).await;
     }
 
     async fn reap(&self) {

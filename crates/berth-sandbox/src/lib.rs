@@ -1,1 +1,178 @@
-//! berth-sandbox
+//! One disposable, locked-down Docker container per task. The agent's brain stays outside: the
+//! runner calls into a [`Sandbox`] to copy the repository in, run commands and read the change
+//! back out. Nothing secret is ever put into a container.
+
+mod docker;
+pub mod image;
+mod output;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use docker::{
+    check_image, connect, connect_at, remove_orphans, DockerSandbox, LABEL_ATTEMPT, LABEL_NODE,
+    LABEL_TASK,
+};
+pub use image::{default_image, ensure_default_image, DEFAULT_IMAGE};
+pub use output::BoundedOutput;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the Docker engine cannot be reached: {0}")]
+    EngineUnreachable(String),
+    #[error("image {0} is not on this machine; build it with `berth image build` or load it")]
+    ImageMissing(String),
+    #[error("image {image} cannot be used: {reason}")]
+    ImageUnsuitable { image: String, reason: String },
+    #[error("the container ran out of memory (limit {limit_bytes} bytes)")]
+    OutOfMemory { limit_bytes: u64 },
+    #[error("the container is gone")]
+    ContainerGone,
+    #[error("Docker engine error: {0}")]
+    Engine(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<std::io::Error> for SandboxError {
+    fn from(err: std::io::Error) -> Self {
+        SandboxError::Other(err.to_string())
+    }
+}
+
+/// Maps a bollard error to what it means for a task.
+pub(crate) fn engine_error(err: bollard::errors::Error) -> SandboxError {
+    use bollard::errors::Error;
+    match err {
+        Error::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => {
+            if message.contains("image") {
+                SandboxError::ImageMissing(message)
+            } else {
+                SandboxError::ContainerGone
+            }
+        }
+        Error::DockerResponseServerError { message, .. } => SandboxError::Engine(message),
+        Error::IOError { err } => SandboxError::EngineUnreachable(err.to_string()),
+        Error::SocketNotFoundError(path) => {
+            SandboxError::EngineUnreachable(format!("no Docker socket at {path}"))
+        }
+        Error::HyperResponseError { err } => SandboxError::EngineUnreachable(err.to_string()),
+        other => SandboxError::Engine(other.to_string()),
+    }
+}
+
+/// Resource limits of one container.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Memory, with no swap on top.
+    pub memory_bytes: u64,
+    /// CPUs, fractions allowed.
+    pub cpus: f64,
+    /// Most processes (and threads) at once.
+    pub pids: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 2 << 30,
+            cpus: 1.0,
+            pids: 512,
+        }
+    }
+}
+
+impl Limits {
+    /// These limits, lowered where they go past `max` (what the server allows).
+    pub fn clamp_to(self, max: Limits) -> Limits {
+        Limits {
+            memory_bytes: self.memory_bytes.min(max.memory_bytes),
+            cpus: self.cpus.min(max.cpus),
+            pids: self.pids.min(max.pids),
+        }
+    }
+}
+
+/// The network a container has during the agent phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkPolicy {
+    /// Only loopback: no route, no DNS.
+    None,
+    /// The default bridge network.
+    Full,
+}
+
+/// What to create a container for.
+#[derive(Clone, Debug)]
+pub struct SandboxSpec {
+    pub task_id: String,
+    pub attempt: i64,
+    pub node_id: String,
+    pub image: String,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A command to run in the container, through `bash -lc` in `/workspace`.
+#[derive(Clone, Debug)]
+pub struct ExecRequest {
+    pub command: String,
+    pub timeout: Duration,
+    /// Bytes kept per stream in the result (head and tail).
+    pub max_output: usize,
+}
+
+impl ExecRequest {
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            timeout: Duration::from_secs(600),
+            max_output: 1 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecResult {
+    /// `None` when the command was killed for its timeout.
+    pub exit_code: Option<i64>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    /// Some output was cut to the bound.
+    pub truncated: bool,
+}
+
+#[async_trait]
+pub trait Sandbox: Send + Sync {
+    /// The container's id.
+    fn id(&self) -> &str;
+    /// Copies a host directory's contents into `/workspace`, owned by the sandbox user.
+    async fn copy_in(&self, dir: &Path) -> Result<(), SandboxError>;
+    /// Runs a command; `on_output` gets each chunk as it comes, in order.
+    async fn exec(
+        &self,
+        request: &ExecRequest,
+        on_output: &mut (dyn for<'b> FnMut(Stream, &'b [u8]) + Send),
+    ) -> Result<ExecResult, SandboxError>;
+    /// Reads a file of the container (binary-safe).
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError>;
+    /// The change in `/workspace` against its `HEAD` commit, as a binary git diff with new,
+    /// deleted and renamed files.
+    async fn diff(&self) -> Result<Vec<u8>, SandboxError>;
+    /// Gives the running container the network the policy names.
+    async fn set_network(&self, policy: NetworkPolicy) -> Result<(), SandboxError>;
+    /// Stops and removes the container.
+    async fn destroy(&self) -> Result<(), SandboxError>;
+}

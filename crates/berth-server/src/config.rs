@@ -64,6 +64,16 @@ pub struct Config {
     pub runner_lease_secs: u64,
     /// On shutdown, how long running tasks may go on before they are handed back, in seconds.
     pub runner_drain_grace_secs: u64,
+    /// The command a runner runs in each task's sandbox, until the agent takes over.
+    pub runner_command: String,
+    /// The sandbox image; the default is built on this machine by `berth image build`.
+    pub sandbox_image: Option<String>,
+    /// Memory of one sandbox, in MiB (no swap on top).
+    pub sandbox_memory_mb: u64,
+    /// CPUs of one sandbox.
+    pub sandbox_cpus: f64,
+    /// Most processes in one sandbox.
+    pub sandbox_pids: i64,
 }
 
 impl Default for Config {
@@ -83,6 +93,11 @@ impl Default for Config {
             runner_per_user_limit: 2,
             runner_lease_secs: 30,
             runner_drain_grace_secs: 30,
+            runner_command: "git log -1 --oneline && git status --short".to_string(),
+            sandbox_image: None,
+            sandbox_memory_mb: 2048,
+            sandbox_cpus: 1.0,
+            sandbox_pids: 512,
         }
     }
 }
@@ -104,6 +119,11 @@ const ENV_KEYS: &[&str] = &[
     "runner_per_user_limit",
     "runner_lease_secs",
     "runner_drain_grace_secs",
+    "runner_command",
+    "sandbox_image",
+    "sandbox_memory_mb",
+    "sandbox_cpus",
+    "sandbox_pids",
 ];
 
 /// Values given on the command line; they win over every other layer.
@@ -191,6 +211,20 @@ impl Config {
             return invalid(
                 "runner_lease_secs must be at least 3 (heartbeats come every third)".into(),
             );
+        }
+        if self.sandbox_memory_mb < 64
+            || !self.sandbox_cpus.is_finite()
+            || self.sandbox_cpus <= 0.0
+            || self.sandbox_pids < 16
+        {
+            return invalid(
+                "sandbox limits too small: sandbox_memory_mb >= 64, sandbox_cpus > 0, \
+                 sandbox_pids >= 16"
+                    .into(),
+            );
+        }
+        if self.runner_command.trim().is_empty() {
+            return invalid("runner_command is empty".into());
         }
         if let Some(node) = &self.runner_node_id {
             let ok = !node.is_empty()

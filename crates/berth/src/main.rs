@@ -1,5 +1,6 @@
 //! The `berth` binary: command-line parsing and wiring; the work happens in the library crates.
 
+mod runner;
 mod server;
 
 use std::path::PathBuf;
@@ -21,19 +22,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the API, the realtime streams and the scheduler on this machine.
+    /// Run the API, the realtime streams and a runner on this machine.
     Server {
+        /// Serve the API only; tasks are run by `berth runner` nodes sharing the database.
+        #[arg(long)]
+        no_runner: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Run tasks from the shared database on this machine, without serving the API.
+    Runner {
         #[command(flatten)]
         config: ConfigArgs,
     },
     /// Manage API tokens directly in the server's database (run on the server's machine).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the sandbox image.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Print the OpenAPI document of the HTTP API.
     Openapi {
         /// Write it to this file instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build the default sandbox image on this machine (no registry needed); does nothing
+    /// when this version of it is already built.
+    Build {
+        /// Build it again even if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -96,9 +119,19 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Server { config } => server::run(config.load()?).await,
+        Command::Server { no_runner, config } => server::run(config.load()?, !no_runner).await,
+        Command::Runner { config } => server::run_runner(config.load()?).await,
         Command::Token(TokenCommand::Create { user, name, config }) => {
             server::create_token(&config.load()?, &user, &name).await
+        }
+        Command::Image(ImageCommand::Build { force }) => {
+            let docker = berth_sandbox::connect().await?;
+            let mut progress = |line: &str| eprintln!("berth image: {line}");
+            match force {
+                true => berth_sandbox::image::build_default_image(&docker, &mut progress).await?,
+                false => berth_sandbox::ensure_default_image(&docker, &mut progress).await?,
+            }
+            Ok(())
         }
         Command::Openapi { output } => {
             let document = berth_server::openapi::document_json();

@@ -1,4 +1,5 @@
-//! `berth server` and `berth token create`: open the configured store and run against it.
+//! `berth server`, `berth runner` and `berth token create`: open the configured store and run
+//! the roles asked for against it, until SIGINT or SIGTERM.
 
 use std::sync::Arc;
 
@@ -6,7 +7,7 @@ use anyhow::Context;
 use berth_server::{AppState, Config};
 use tokio::net::TcpListener;
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, with_runner: bool) -> anyhow::Result<()> {
     let store = berth_server::config::open_store(&config)
         .await
         .context("cannot open the database")?;
@@ -14,19 +15,47 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         println!("{}", first_token_hint(&config));
     }
     let shutdown = shutdown_signal()?;
+    let runner = match with_runner {
+        true => Some(crate::runner::start(&config, store.clone()).await?),
+        false => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     println!("berth listening on http://{address}");
-    tracing::info!(%address, database = ?store.backend(), "server started");
+    tracing::info!(%address, database = ?store.backend(), runner = with_runner, "server started");
 
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
     };
-    berth_server::serve(listener, state, shutdown).await?;
-    tracing::info!("stopped accepting connections; closing the database");
+    let stopping = runner.as_ref().map(|runner| runner.stop_handle());
+    berth_server::serve(listener, state, async move {
+        shutdown.await;
+        if let Some(stop) = stopping {
+            stop.cancel();
+        }
+    })
+    .await?;
+    if let Some(runner) = runner {
+        runner.finish().await;
+    }
+    tracing::info!("stopped; closing the database");
+    store.close().await;
+    Ok(())
+}
+
+pub async fn run_runner(config: Config) -> anyhow::Result<()> {
+    let store = berth_server::config::open_store(&config)
+        .await
+        .context("cannot open the database")?;
+    let shutdown = shutdown_signal()?;
+    let runner = crate::runner::start(&config, store.clone()).await?;
+    println!("berth runner {} started", runner.node_id());
+    shutdown.await;
+    runner.stop_handle().cancel();
+    runner.finish().await;
     store.close().await;
     Ok(())
 }

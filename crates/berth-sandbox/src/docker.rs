@@ -1,0 +1,505 @@
+//! The Docker backend of [`Sandbox`], on bollard. Containers run the image's non-root user with
+//! every capability dropped, `no-new-privileges`, memory (no swap), CPU and process limits, no
+//! mounts and no Docker socket; labels name their task, attempt and node.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use async_trait::async_trait;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkConnectRequest, NetworkDisconnectRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+
+use crate::{
+    engine_error, BoundedOutput, ExecRequest, ExecResult, NetworkPolicy, Sandbox, SandboxError,
+    SandboxSpec, Stream,
+};
+
+pub const LABEL_TASK: &str = "berth.task";
+pub const LABEL_ATTEMPT: &str = "berth.attempt";
+pub const LABEL_NODE: &str = "berth.node";
+/// Largest diff read out of a container.
+const MAX_DIFF_BYTES: usize = 64 << 20;
+
+/// Connects to the local engine (`DOCKER_HOST`, else the default socket) and agrees on an API
+/// version with it.
+pub async fn connect() -> Result<Docker, SandboxError> {
+    ready(Docker::connect_with_local_defaults().map_err(engine_error)?).await
+}
+
+/// Connects to the engine listening on a Unix socket.
+pub async fn connect_at(socket: &str) -> Result<Docker, SandboxError> {
+    let docker = Docker::connect_with_unix(socket, 10, bollard::API_DEFAULT_VERSION)
+        .map_err(engine_error)?;
+    ready(docker).await
+}
+
+async fn ready(docker: Docker) -> Result<Docker, SandboxError> {
+    let docker = docker.negotiate_version().await.map_err(engine_error)?;
+    docker.ping().await.map_err(engine_error)?;
+    Ok(docker)
+}
+
+pub struct DockerSandbox {
+    docker: Docker,
+    id: String,
+    memory_bytes: u64,
+    /// Makes each exec's pid file name unique.
+    execs: std::sync::atomic::AtomicU64,
+}
+
+impl DockerSandbox {
+    /// Creates and starts the task's container. The image must exist on this machine.
+    pub async fn create(docker: &Docker, spec: &SandboxSpec) -> Result<Self, SandboxError> {
+        if docker.inspect_image(&spec.image).await.is_err() {
+            return Err(SandboxError::ImageMissing(spec.image.clone()));
+        }
+        let labels = HashMap::from([
+            (LABEL_TASK.to_string(), spec.task_id.clone()),
+            (LABEL_ATTEMPT.to_string(), spec.attempt.to_string()),
+            (LABEL_NODE.to_string(), spec.node_id.clone()),
+        ]);
+        let host_config = HostConfig {
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(spec.limits.memory_bytes as i64),
+            memory_swap: Some(spec.limits.memory_bytes as i64),
+            nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
+            pids_limit: Some(spec.limits.pids),
+            network_mode: Some("bridge".into()),
+            // PID 1 reaps orphans; otherwise killed commands linger as zombies and a fork
+            // bomb's leftovers hold the process limit forever.
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            // Keeps the container alive between execs whatever the image's own command is.
+            entrypoint: Some(vec!["sleep".into()]),
+            cmd: Some(vec!["infinity".into()]),
+            user: Some("1000:1000".into()),
+            working_dir: Some("/workspace".into()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = format!("berth-{}-{}", spec.task_id, spec.attempt);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(engine_error)?;
+        let sandbox = Self {
+            docker: docker.clone(),
+            id: created.id,
+            memory_bytes: spec.limits.memory_bytes,
+            execs: Default::default(),
+        };
+        if let Err(err) = docker
+            .start_container(
+                &sandbox.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            let _ = sandbox.destroy().await;
+            return Err(engine_error(err));
+        }
+        Ok(sandbox)
+    }
+
+    /// Runs `argv` as it is (no shell, no pid file): for the sandbox's own bookkeeping.
+    async fn run_raw(
+        &self,
+        argv: &[&str],
+        max_output: usize,
+    ) -> Result<(i64, Vec<u8>, Vec<u8>), SandboxError> {
+        let options = CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            working_dir: Some("/workspace"),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(&self.id, options)
+            .await
+            .map_err(engine_error)?;
+        let mut stdout = BoundedOutput::new(max_output);
+        let mut stderr = BoundedOutput::new(max_output);
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(engine_error)?;
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(engine_error)? {
+                    bollard::container::LogOutput::StdOut { message } => stdout.push(&message),
+                    bollard::container::LogOutput::StdErr { message } => stderr.push(&message),
+                    _ => {}
+                }
+            }
+        }
+        let inspected = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(engine_error)?;
+        Ok((
+            inspected.exit_code.unwrap_or(-1),
+            stdout.into_bytes(),
+            stderr.into_bytes(),
+        ))
+    }
+
+    /// How many times the kernel's OOM killer has struck in this container (cgroup v1 or v2).
+    async fn oom_kills(&self) -> u64 {
+        let script =
+            "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null";
+        let Ok((_, out, _)) = self.run_raw(&["sh", "-c", script], 4096).await else {
+            return 0;
+        };
+        String::from_utf8_lossy(&out)
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    async fn kill_group(&self, pid_file: &str) {
+        // bash's own `kill`: dash's signals only the group's leader.
+        let script = format!("kill -KILL -- -$(cat {pid_file}) 2>/dev/null; rm -f {pid_file}");
+        let _ = self.run_raw(&["bash", "-c", &script], 4096).await;
+    }
+}
+
+#[async_trait]
+impl Sandbox for DockerSandbox {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn copy_in(&self, dir: &Path) -> Result<(), SandboxError> {
+        // GNU tar sets the owner to the sandbox user as it packs, so nothing runs as root inside.
+        let output = tokio::process::Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "--owner=1000",
+                "--group=1000",
+                "--numeric-owner",
+                "-cf",
+                "-",
+                ".",
+            ])
+            .output()
+            .await?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(SandboxError::Other(format!(
+                "packing the workspace failed: {}",
+                stderr.trim()
+            )));
+        }
+        let options = UploadToContainerOptionsBuilder::default()
+            .path("/workspace")
+            .build();
+        let body = bollard::body_full(output.stdout.into());
+        self.docker
+            .upload_to_container(&self.id, Some(options), body)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn exec(
+        &self,
+        request: &ExecRequest,
+        on_output: &mut (dyn for<'b> FnMut(Stream, &'b [u8]) + Send),
+    ) -> Result<ExecResult, SandboxError> {
+        let n = self
+            .execs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid_file = format!("/tmp/.berth-exec-{n}");
+        // A session of its own, so that a timeout kills the command and all it started.
+        let wrapper = "echo $$ > \"$1\"; exec bash -lc \"$2\"";
+        let argv = [
+            "setsid",
+            "-w",
+            "bash",
+            "-c",
+            wrapper,
+            "berth",
+            &pid_file,
+            &request.command,
+        ];
+        let options = CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            working_dir: Some("/workspace"),
+            ..Default::default()
+        };
+        let oom_before = self.oom_kills().await;
+        let exec = self
+            .docker
+            .create_exec(&self.id, options)
+            .await
+            .map_err(engine_error)?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(engine_error)?;
+        let mut stdout = BoundedOutput::new(request.max_output);
+        let mut stderr = BoundedOutput::new(request.max_output);
+        let mut timed_out = false;
+        if let StartExecResults::Attached { mut output, .. } = started {
+            let deadline = tokio::time::sleep(request.timeout);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    chunk = output.next() => match chunk {
+                        Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                            stdout.push(&message);
+                            on_output(Stream::Stdout, &message);
+                        }
+                        Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                            stderr.push(&message);
+                            on_output(Stream::Stderr, &message);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(err)) => return Err(engine_error(err)),
+                        None => break,
+                    },
+                    () = &mut deadline => {
+                        timed_out = true;
+                        self.kill_group(&pid_file).await;
+                        break;
+                    }
+                }
+            }
+        }
+        let inspected = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(engine_error)?;
+        let exit_code = if timed_out { None } else { inspected.exit_code };
+        // `setsid -w` reports a child killed by a signal in its own way, so the kernel's OOM
+        // counter, not the exit status, says whether memory ran out.
+        let oom_killed = exit_code != Some(0) && self.oom_kills().await > oom_before;
+        let truncated = stdout.was_cut() || stderr.was_cut();
+        Ok(ExecResult {
+            exit_code,
+            stdout: stdout.into_bytes(),
+            stderr: stderr.into_bytes(),
+            timed_out,
+            oom_killed,
+            truncated,
+        })
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(&self.id, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            archive.extend_from_slice(&chunk.map_err(engine_error)?);
+        }
+        let mut entries = tar::Archive::new(archive.as_slice());
+        let mut entry = entries
+            .entries()?
+            .next()
+            .ok_or_else(|| SandboxError::Other(format!("{path} is empty")))??;
+        let mut contents = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut contents)?;
+        Ok(contents)
+    }
+
+    async fn diff(&self) -> Result<Vec<u8>, SandboxError> {
+        let script =
+            "git add -A && git -c core.quotepath=off diff --cached --binary --find-renames HEAD";
+        let (code, out, err) = self
+            .run_raw(&["bash", "-c", script], MAX_DIFF_BYTES)
+            .await?;
+        if code != 0 {
+            let err = String::from_utf8_lossy(&err);
+            return Err(SandboxError::Other(format!(
+                "reading the diff failed: {}",
+                err.trim()
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn set_network(&self, policy: NetworkPolicy) -> Result<(), SandboxError> {
+        let inspected = self
+            .docker
+            .inspect_container(
+                &self.id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(engine_error)?;
+        let connected = inspected
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .is_some_and(|networks| networks.contains_key("bridge"));
+        match (policy, connected) {
+            (NetworkPolicy::None, true) => {
+                let request = NetworkDisconnectRequest {
+                    container: Some(self.id.clone()),
+                    force: Some(true),
+                };
+                self.docker
+                    .disconnect_network("bridge", request)
+                    .await
+                    .map_err(engine_error)
+            }
+            (NetworkPolicy::Full, false) => {
+                let request = NetworkConnectRequest {
+                    container: Some(self.id.clone()),
+                    ..Default::default()
+                };
+                self.docker
+                    .connect_network("bridge", request)
+                    .await
+                    .map_err(engine_error)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn destroy(&self) -> Result<(), SandboxError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(&self.id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) => match engine_error(err) {
+                SandboxError::ContainerGone => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+impl DockerSandbox {
+    /// The memory limit, for reporting an out-of-memory kill.
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_bytes
+    }
+}
+
+/// Removes this node's containers whose task attempt is no longer running here. Returns how
+/// many were removed.
+pub async fn remove_orphans(
+    docker: &Docker,
+    node_id: &str,
+    is_live: &(dyn Fn(&str, i64) -> bool + Send + Sync),
+) -> Result<usize, SandboxError> {
+    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_NODE}={node_id}")])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(engine_error)?;
+    let mut removed = 0;
+    for container in containers {
+        let labels = container.labels.unwrap_or_default();
+        let task = labels.get(LABEL_TASK).cloned().unwrap_or_default();
+        let attempt = labels
+            .get(LABEL_ATTEMPT)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(-1);
+        if is_live(&task, attempt) {
+            continue;
+        }
+        let Some(id) = container.id else { continue };
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(&id, Some(options)).await {
+            Ok(()) => removed += 1,
+            Err(err) => {
+                tracing::warn!(container = %id, error = %err, "removing an orphaned container failed")
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Checks that an image a user named has `git` and `bash`, in a throwaway container.
+pub async fn check_image(docker: &Docker, image: &str) -> Result<(), SandboxError> {
+    if docker.inspect_image(image).await.is_err() {
+        return Err(SandboxError::ImageMissing(image.to_string()));
+    }
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+        cmd: Some(vec!["command -v git && command -v bash".into()]),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            cap_drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let unsuitable = |reason: &str| SandboxError::ImageUnsuitable {
+        image: image.to_string(),
+        reason: reason.to_string(),
+    };
+    let created = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await
+        .map_err(|_| unsuitable("a container cannot be created from it"))?;
+    let started = docker
+        .start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await;
+    let mut waited = docker.wait_container(
+        &created.id,
+        None::<bollard::query_parameters::WaitContainerOptions>,
+    );
+    let status = match started {
+        Ok(()) => waited.next().await,
+        Err(_) => None,
+    };
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    let _ = docker.remove_container(&created.id, Some(options)).await;
+    match status {
+        Some(Ok(response)) if response.status_code == 0 => Ok(()),
+        _ => Err(unsuitable(
+            "it needs git and bash (and /bin/sh) on its PATH",
+        )),
+    }
+}

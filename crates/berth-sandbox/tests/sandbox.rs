@@ -1,0 +1,466 @@
+//! The sandbox on the real Docker engine with the real default image. Without an engine the
+//! tests fail on CI (CI is set) and are skipped with a message elsewhere.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use berth_sandbox::{
+    DockerSandbox, ExecRequest, ExecResult, Limits, NetworkPolicy, Sandbox, SandboxError,
+    SandboxSpec, Stream,
+};
+use bollard::Docker;
+use tokio::sync::OnceCell;
+
+static IMAGE: OnceCell<()> = OnceCell::const_new();
+
+/// The engine, with the default image built (once per test run).
+async fn engine() -> Option<Docker> {
+    let docker = match berth_sandbox::connect().await {
+        Ok(docker) => docker,
+        Err(err) if std::env::var_os("CI").is_some() => {
+            panic!("the Docker engine is needed: {err}")
+        }
+        Err(err) => {
+            eprintln!("skipped: no Docker engine ({err})");
+            return None;
+        }
+    };
+    IMAGE
+        .get_or_init(|| async {
+            let mut progress = |line: &str| eprintln!("{line}");
+            berth_sandbox::ensure_default_image(&docker, &mut progress)
+                .await
+                .expect("the image builds");
+        })
+        .await;
+    Some(docker)
+}
+
+/// A sandbox removed when the test ends, even when it fails.
+struct Guard(DockerSandbox);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", self.0.id()])
+            .output();
+    }
+}
+
+fn spec(node: &str, limits: Limits) -> SandboxSpec {
+    SandboxSpec {
+        task_id: uuid::Uuid::now_v7().to_string(),
+        attempt: 1,
+        node_id: node.to_string(),
+        image: berth_sandbox::default_image(),
+        limits,
+    }
+}
+
+async fn sandbox_with(docker: &Docker, limits: Limits) -> Guard {
+    Guard(
+        DockerSandbox::create(docker, &spec("berth-test", limits))
+            .await
+            .unwrap(),
+    )
+}
+
+async fn run(sandbox: &Guard, command: &str) -> ExecResult {
+    sandbox
+        .0
+        .exec(&ExecRequest::new(command), &mut |_, _| {})
+        .await
+        .unwrap()
+}
+
+async fn stdout_of(sandbox: &Guard, command: &str) -> String {
+    let result = run(sandbox, command).await;
+    assert_eq!(
+        result.exit_code,
+        Some(0),
+        "{command}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    String::from_utf8(result.stdout).unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+#[tokio::test]
+async fn copy_in_exec_and_diff_round_trip() {
+    let Some(docker) = engine().await else { return };
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    git(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("edit.txt"), "one\ntwo\n").unwrap();
+    std::fs::write(dir.join("gone.txt"), "delete me\n").unwrap();
+    std::fs::write(
+        dir.join("old-name.txt"),
+        "a file that moves\nwith enough lines\nto be a rename\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("blob.bin"), [0u8, 159, 146, 150, 255, 0, 1]).unwrap();
+    git(dir, &["add", "-A"]);
+    git(
+        dir,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "base",
+        ],
+    );
+
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    sandbox.0.copy_in(dir).await.unwrap();
+    let owner = stdout_of(&sandbox, "stat -c %u edit.txt").await;
+    assert_eq!(owner.trim(), "1000", "files belong to the sandbox user");
+    let script = "printf 'one\\nTWO\\n' > edit.txt && rm gone.txt && mv old-name.txt new-name.txt \
+                  && printf 'new\\n' > added.txt && printf '\\x00\\x01\\x02binary\\xff' > added.bin \
+                  && printf '\\xff\\x00' >> blob.bin";
+    stdout_of(&sandbox, script).await;
+    let diff = sandbox.0.diff().await.unwrap();
+    let text = String::from_utf8_lossy(&diff);
+    assert!(text.contains("new file mode"), "{text}");
+    assert!(text.contains("deleted file mode"), "{text}");
+    assert!(
+        text.contains("rename from old-name.txt") && text.contains("rename to new-name.txt"),
+        "{text}"
+    );
+    assert!(text.contains("GIT binary patch"), "{text}");
+
+    // The diff applied to the original gives exactly the container's files.
+    std::fs::write(dir.join("change.diff"), &diff).unwrap();
+    git(dir, &["apply", "--binary", "change.diff"]);
+    assert_eq!(
+        std::fs::read(dir.join("added.bin")).unwrap(),
+        b"\x00\x01\x02binary\xff"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("blob.bin")).unwrap(),
+        [0u8, 159, 146, 150, 255, 0, 1, 255, 0]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("edit.txt")).unwrap(),
+        "one\nTWO\n"
+    );
+    assert!(!dir.join("gone.txt").exists() && dir.join("new-name.txt").exists());
+    assert_eq!(
+        sandbox.0.read_file("/workspace/added.bin").await.unwrap(),
+        b"\x00\x01\x02binary\xff"
+    );
+}
+
+#[tokio::test]
+async fn output_streams_in_order() {
+    let Some(docker) = engine().await else { return };
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    let mut chunks = Vec::new();
+    let request =
+        ExecRequest::new("echo out1; sleep 0.3; echo err1 >&2; sleep 0.3; echo out2; exit 3");
+    let result = sandbox
+        .0
+        .exec(&request, &mut |stream, bytes| {
+            chunks.push((stream, String::from_utf8_lossy(bytes).to_string()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(result.exit_code, Some(3));
+    let expected = [
+        (Stream::Stdout, "out1\n"),
+        (Stream::Stderr, "err1\n"),
+        (Stream::Stdout, "out2\n"),
+    ];
+    let got: Vec<(Stream, &str)> = chunks.iter().map(|(s, t)| (*s, t.as_str())).collect();
+    assert_eq!(got, expected);
+    assert_eq!(result.stdout, b"out1\nout2\n");
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_command_and_its_children() {
+    let Some(docker) = engine().await else { return };
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    let request = ExecRequest {
+        timeout: Duration::from_secs(1),
+        ..ExecRequest::new("sleep 300 & sleep 301; echo never")
+    };
+    let result = sandbox.0.exec(&request, &mut |_, _| {}).await.unwrap();
+    assert!(result.timed_out);
+    assert_eq!(result.exit_code, None);
+    assert!(!String::from_utf8_lossy(&result.stdout).contains("never"));
+    let left = stdout_of(&sandbox, "pgrep -x sleep | wc -l").await;
+    assert_eq!(left.trim(), "1", "only the container's own sleep is left");
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_oom_killed_and_reported() {
+    let Some(docker) = engine().await else { return };
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let sandbox = sandbox_with(&docker, limits).await;
+    let result = run(
+        &sandbox,
+        "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    )
+    .await;
+    assert!(result.oom_killed, "{result:?}");
+    assert_eq!(stdout_of(&sandbox, "echo still here").await, "still here\n");
+}
+
+#[tokio::test]
+async fn a_fork_bomb_is_contained_by_the_process_limit() {
+    let Some(docker) = engine().await else { return };
+    let limits = Limits {
+        pids: 64,
+        ..Limits::default()
+    };
+    let sandbox = sandbox_with(&docker, limits).await;
+    let max = stdout_of(
+        &sandbox,
+        "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
+    )
+    .await;
+    assert_eq!(max.trim(), "64");
+    let bomb = ExecRequest {
+        timeout: Duration::from_secs(5),
+        ..ExecRequest::new("bomb() { bomb | bomb & }; bomb; sleep 60")
+    };
+    let result = sandbox.0.exec(&bomb, &mut |_, _| {}).await.unwrap();
+    assert!(result.timed_out || result.exit_code.is_some());
+    // The host answers, and once the bomb is killed the container works again.
+    assert!(Command::new("true").status().unwrap().success());
+    let mut alive = false;
+    for _ in 0..20 {
+        let again = sandbox
+            .0
+            .exec(&ExecRequest::new("echo alive"), &mut |_, _| {})
+            .await;
+        if again.is_ok_and(|r| r.stdout == b"alive\n") {
+            alive = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(alive, "the container recovers after the bomb");
+}
+
+#[tokio::test]
+async fn network_none_has_no_route_and_no_dns_while_full_has_the_bridge() {
+    let Some(docker) = engine().await else { return };
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    let interfaces = "ls /sys/class/net | sort | tr '\\n' ' '";
+    let default_route = "awk 'NR > 1 && $2 == \"00000000\"' /proc/net/route | wc -l";
+    sandbox.0.set_network(NetworkPolicy::Full).await.unwrap();
+    assert_eq!(stdout_of(&sandbox, interfaces).await, "eth0 lo ");
+    assert_eq!(stdout_of(&sandbox, default_route).await.trim(), "1");
+
+    sandbox.0.set_network(NetworkPolicy::None).await.unwrap();
+    assert_eq!(stdout_of(&sandbox, interfaces).await, "lo ");
+    assert_eq!(stdout_of(&sandbox, default_route).await.trim(), "0");
+    let dns = run(&sandbox, "getent hosts deb.debian.org").await;
+    assert_ne!(dns.exit_code, Some(0), "no name resolves without a network");
+    sandbox
+        .0
+        .set_network(NetworkPolicy::None)
+        .await
+        .expect("switching twice is harmless");
+}
+
+#[tokio::test]
+async fn runs_as_non_root_with_no_capabilities_and_nothing_mounted() {
+    let Some(docker) = engine().await else { return };
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    let status = stdout_of(
+        &sandbox,
+        "grep -E '^(Uid|Gid|CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status",
+    )
+    .await;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(field("Uid:"), "1000");
+    assert_eq!(field("Gid:"), "1000");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("CapPrm:"), "0000000000000000");
+    assert_eq!(field("CapBnd:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let socket = run(
+        &sandbox,
+        "test -e /var/run/docker.sock || test -e /run/docker.sock",
+    )
+    .await;
+    assert_ne!(socket.exit_code, Some(0), "no Docker socket inside");
+    let inspected = docker
+        .inspect_container(
+            sandbox.0.id(),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    assert!(
+        inspected.mounts.unwrap_or_default().is_empty(),
+        "no host paths mounted"
+    );
+    let host = inspected.host_config.unwrap();
+    assert_eq!(host.memory, Some(2 << 30));
+    assert_eq!(
+        host.memory_swap,
+        Some(2 << 30),
+        "no swap beyond the memory limit"
+    );
+    assert_eq!(host.nano_cpus, Some(1_000_000_000));
+    assert_eq!(host.pids_limit, Some(512));
+    assert_eq!(host.privileged, Some(false));
+}
+
+#[tokio::test]
+async fn orphaned_labelled_containers_are_removed() {
+    let Some(docker) = engine().await else { return };
+    let node = format!("orphan-test-{}", uuid::Uuid::now_v7().simple());
+    let orphan = Guard(
+        DockerSandbox::create(&docker, &spec(&node, Limits::default()))
+            .await
+            .unwrap(),
+    );
+    let live_spec = spec(&node, Limits::default());
+    let live = Guard(DockerSandbox::create(&docker, &live_spec).await.unwrap());
+    let is_live =
+        |task: &str, attempt: i64| task == live_spec.task_id && attempt == live_spec.attempt;
+    let removed = berth_sandbox::remove_orphans(&docker, &node, &is_live)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let gone = docker
+        .inspect_container(
+            orphan.0.id(),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await;
+    assert!(gone.is_err(), "the orphan is removed");
+    assert!(docker
+        .inspect_container(
+            live.0.id(),
+            None::<bollard::query_parameters::InspectContainerOptions>
+        )
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn images_without_git_or_that_are_missing_are_refused() {
+    let Some(docker) = engine().await else { return };
+    berth_sandbox::check_image(&docker, &berth_sandbox::default_image())
+        .await
+        .expect("the default image is fine");
+    let name = format!("berth-nogit-{}", uuid::Uuid::now_v7().simple());
+    let image = format!("berth-test-nogit:{}", &name[12..24]);
+    let made = Command::new("docker")
+        .args([
+            "run",
+            "--user",
+            "0",
+            "--name",
+            &name,
+            &berth_sandbox::default_image(),
+            "rm",
+            "/usr/bin/git",
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert!(Command::new("docker")
+        .args(["commit", &name, &image])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+
+    let refused = berth_sandbox::check_image(&docker, &image).await;
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    match refused {
+        Err(SandboxError::ImageUnsuitable { reason, .. }) => {
+            assert!(reason.contains("git"), "{reason}")
+        }
+        other => panic!("expected the image to be refused, got {other:?}"),
+    }
+    let missing = berth_sandbox::check_image(&docker, "berth-no-such-image:1").await;
+    assert!(
+        matches!(missing, Err(SandboxError::ImageMissing(_))),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn output_over_the_bound_is_cut_head_and_tail_kept() {
+    let Some(docker) = engine().await else { return };
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    let request = ExecRequest {
+        max_output: 1000,
+        ..ExecRequest::new("echo START; head -c 3000000 /dev/zero | tr '\\0' x; echo; echo END")
+    };
+    let mut streamed = 0usize;
+    let result = sandbox
+        .0
+        .exec(&request, &mut |_, bytes| streamed += bytes.len())
+        .await
+        .unwrap();
+    assert!(result.truncated);
+    let text = String::from_utf8(result.stdout).unwrap();
+    assert!(text.starts_with("START\n"));
+    assert!(text.ends_with("END\n"));
+    assert!(text.contains("bytes cut ...]"), "{}", &text[..100]);
+    assert!(text.len() < 1100);
+    assert_eq!(
+        streamed,
+        3_000_000 + 6 + 1 + 4,
+        "every byte was streamed while only the bound was kept"
+    );
+}
+
+#[tokio::test]
+async fn engine_errors_are_reported_as_such() {
+    let unreachable = berth_sandbox::connect_at("/nonexistent/docker.sock").await;
+    assert!(
+        matches!(unreachable, Err(SandboxError::EngineUnreachable(_))),
+        "{unreachable:?}"
+    );
+    let Some(docker) = engine().await else { return };
+    let mut missing = spec("berth-test", Limits::default());
+    missing.image = "berth-no-such-image:1".into();
+    let refused = DockerSandbox::create(&docker, &missing).await;
+    assert!(matches!(refused, Err(SandboxError::ImageMissing(_))));
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    sandbox.0.destroy().await.unwrap();
+    let gone = sandbox
+        .0
+        .exec(&ExecRequest::new("true"), &mut |_, _| {})
+        .await;
+    assert!(matches!(gone, Err(SandboxError::ContainerGone)), "{gone:?}");
+    sandbox
+        .0
+        .destroy()
+        .await
+        .expect("destroying twice is harmless");
+}
