@@ -1,62 +1,9 @@
 //! The `berth` binary itself: configuration layers, the first-start hint, `token create`
 //! against the server's database, and a graceful stop on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
-/// A `berth` command with a clean environment: no `BERTH_*` from the caller leaks in.
-fn berth(dir: &Path) -> Command {
-    let mut command = Command::new(BERTH);
-    command.current_dir(dir).env("RUST_LOG", "warn");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("BERTH_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-/// Starts `berth server` and waits for the line that says where it listens. The caller stops
-/// it with [`terminate`], which waits for it.
-#[allow(clippy::zombie_processes)]
-fn start_server(mut command: Command) -> (Child, String, Vec<String>) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    loop {
-        let line = lines
-            .next()
-            .expect("the server prints where it listens")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("berth listening on ") {
-            return (child, url.to_string(), seen);
-        }
-        seen.push(line);
-    }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    for _ in 0..100 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    panic!("the server did not stop within 10 s of SIGTERM");
-}
+use common::{berth, start_server, terminate};
 
 #[tokio::test]
 async fn token_create_then_serve_then_stop_on_sigterm() {

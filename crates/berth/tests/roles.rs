@@ -1,0 +1,165 @@
+//! The roles end to end, as processes on the real Docker engine: `berth server` runs a task
+//! to its diff; a `berth runner` killed with SIGKILL mid-task is replaced by another runner
+//! process, which finishes the task, and the dead runner's container is cleaned up.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use berth_client::Client;
+use berth_proto::{CreateTask, EventKind, TaskStatus};
+use common::{berth, eventually, start_runner, start_server, terminate, GitRepo};
+
+fn token(dir: &std::path::Path) -> String {
+    let output = berth(dir)
+        .args(["token", "create", "--user", "alice", "--data-dir", "state"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+async fn wait_for(
+    client: &Client,
+    id: berth_proto::TaskId,
+    status: TaskStatus,
+) -> berth_proto::Task {
+    eventually(
+        Duration::from_secs(120),
+        &format!("task {status}"),
+        || async { client.get_task(id).await.unwrap().status == status },
+    )
+    .await;
+    client.get_task(id).await.unwrap()
+}
+
+fn containers_of(node: &str) -> usize {
+    let output = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=berth.node={node}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_runs_a_task_to_its_diff() {
+    let repo = GitRepo::serve(&[("README", "hello\n")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token(dir.path());
+    let mut server = berth(dir.path());
+    server
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
+        .env("BERTH_GIT_ALLOWED_HOSTS", &repo.allowed_host)
+        .env("BERTH_RUNNER_COMMAND", "echo bye >> README && echo done");
+    let (mut child, url, _) = start_server(server);
+    let client = Client::new(&url, Some(token)).unwrap();
+
+    let (task, _) = client
+        .create_task(&CreateTask::new(&repo.url, "append bye"), None)
+        .await
+        .unwrap();
+    let task = wait_for(&client, task.id, TaskStatus::Succeeded).await;
+    assert!(task.result.has_diff);
+    let diff = String::from_utf8(client.get_diff(task.id).await.unwrap()).unwrap();
+    assert!(diff.contains("+bye"), "{diff}");
+    let events = client.list_events(task.id, 0, None).await.unwrap().events;
+    assert!(events
+        .iter()
+        .any(|e| e.kind == EventKind::CommandOutput && e.payload["text"] == "done\n"));
+    assert!(terminate(&mut child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_task_is_replaced_by_another() {
+    let repo = GitRepo::serve(&[("README", "hello\n")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token(dir.path());
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let (doomed_node, other_node) = (
+        format!("doomed-{}", &suffix[20..]),
+        format!("other-{}", &suffix[20..]),
+    );
+    let shared = |command: &mut Command| {
+        command
+            .args(["--data-dir", "state"])
+            .env("BERTH_GIT_ALLOWED_HOSTS", &repo.allowed_host)
+            .env("BERTH_RUNNER_LEASE_SECS", "3")
+            .env("BERTH_RUNNER_COMMAND", "sleep 6; echo finished >> README");
+    };
+    let mut api = berth(dir.path());
+    api.args(["server", "--no-runner", "--listen", "127.0.0.1:0"]);
+    shared(&mut api);
+    let (mut api, url, _) = start_server(api);
+    let client = Client::new(&url, Some(token)).unwrap();
+
+    let mut doomed = berth(dir.path());
+    doomed
+        .arg("runner")
+        .env("BERTH_RUNNER_NODE_ID", &doomed_node);
+    shared(&mut doomed);
+    let mut doomed = start_runner(doomed);
+    let (task, _) = client
+        .create_task(&CreateTask::new(&repo.url, "slow work"), None)
+        .await
+        .unwrap();
+    wait_for(&client, task.id, TaskStatus::Running).await;
+    eventually(
+        Duration::from_secs(60),
+        "the doomed runner's container",
+        || async { containers_of(&doomed_node) == 1 },
+    )
+    .await;
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    let mut other = berth(dir.path());
+    other.arg("runner").env("BERTH_RUNNER_NODE_ID", &other_node);
+    shared(&mut other);
+    let mut other = start_runner(other);
+    let done = wait_for(&client, task.id, TaskStatus::Succeeded).await;
+    assert_eq!(done.attempt, 2, "the second attempt finished it");
+    let diff = String::from_utf8(client.get_diff(task.id).await.unwrap()).unwrap();
+    assert_eq!(diff.matches("+finished").count(), 1, "{diff}");
+
+    let events = client.list_events(task.id, 0, None).await.unwrap().events;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=events.len() as i64).collect::<Vec<_>>(),
+        "no gaps, no repeats"
+    );
+    let statuses: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Status)
+        .map(|e| format!("{}@{}", e.payload["status"].as_str().unwrap(), e.attempt))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "queued@0",
+            "running@1",
+            "queued@1",
+            "running@2",
+            "succeeded@2"
+        ]
+    );
+
+    // The dead runner's node, back again, removes what it left behind.
+    assert_eq!(containers_of(&doomed_node), 1);
+    let mut back = berth(dir.path());
+    back.arg("runner").env("BERTH_RUNNER_NODE_ID", &doomed_node);
+    shared(&mut back);
+    let mut back = start_runner(back);
+    eventually(Duration::from_secs(30), "the orphan removed", || async {
+        containers_of(&doomed_node) == 0
+    })
+    .await;
+    assert!(terminate(&mut back).success());
+    assert!(terminate(&mut other).success());
+    assert!(terminate(&mut api).success());
+}
