@@ -53,6 +53,9 @@ pub struct DockerSandbox {
     memory_bytes: u64,
     /// Makes each exec's pid file name unique.
     execs: std::sync::atomic::AtomicU64,
+    /// The container's OOM-kill count when it was last read: a failed command that finds it
+    /// higher was killed for memory. Read only after failures, so a good exec costs one call.
+    oom_seen: std::sync::atomic::AtomicU64,
 }
 
 impl DockerSandbox {
@@ -101,6 +104,7 @@ impl DockerSandbox {
             id: created.id,
             memory_bytes: spec.limits.memory_bytes,
             execs: Default::default(),
+            oom_seen: Default::default(),
         };
         if let Err(err) = docker
             .start_container(
@@ -310,7 +314,13 @@ impl Sandbox for DockerSandbox {
         let exit_code = if timed_out { None } else { inspected.exit_code };
         // `setsid -w` reports a child killed by a signal in its own way, so the kernel's OOM
         // counter, not the exit status, says whether memory ran out.
-        let oom_killed = exit_code != Some(0) && self.oom_kills().await > oom_before;
+        let oom_killed = exit_code != Some(0) && {
+            let now = self.oom_kills().await;
+            let before = self
+                .oom_seen
+                .swap(now, std::sync::atomic::Ordering::Relaxed);
+            now > before
+        };
         let truncated = stdout.was_cut() || stderr.was_cut();
         Ok(ExecResult {
             exit_code,
