@@ -260,7 +260,6 @@ impl Sandbox for DockerSandbox {
             working_dir: Some("/workspace"),
             ..Default::default()
         };
-        let oom_before = self.oom_kills().await;
         let exec = self
             .docker
             .create_exec(&self.id, options)
