@@ -4,9 +4,11 @@
 mod api;
 mod event;
 mod ids;
+mod stream;
 mod task;
 
 pub use api::*;
 pub use event::*;
 pub use ids::*;
+pub use stream::*;
 pub use task::*;

@@ -74,6 +74,16 @@ pub struct Config {
     pub sandbox_cpus: f64,
     /// Most processes in one sandbox.
     pub sandbox_pids: i64,
+    /// Frames queued for one stream connection; a client further behind is disconnected
+    /// with the "resume" close code.
+    pub stream_buffer_frames: usize,
+    /// Seconds between WebSocket pings; a connection with no pong for 10 s more is dropped.
+    pub stream_ping_secs: u64,
+    /// Seconds a stream ticket (for browsers) stays valid.
+    pub stream_ticket_ttl_secs: u64,
+    /// Seconds a stream may stay stalled (its queue full) before the client is disconnected
+    /// with the "resume" close code.
+    pub stream_stall_secs: u64,
 }
 
 impl Default for Config {
@@ -98,6 +108,10 @@ impl Default for Config {
             sandbox_memory_mb: 2048,
             sandbox_cpus: 1.0,
             sandbox_pids: 512,
+            stream_buffer_frames: 1024,
+            stream_ping_secs: 25,
+            stream_ticket_ttl_secs: 60,
+            stream_stall_secs: 10,
         }
     }
 }
@@ -124,6 +138,10 @@ const ENV_KEYS: &[&str] = &[
     "sandbox_memory_mb",
     "sandbox_cpus",
     "sandbox_pids",
+    "stream_buffer_frames",
+    "stream_ping_secs",
+    "stream_ticket_ttl_secs",
+    "stream_stall_secs",
 ];
 
 /// Values given on the command line; they win over every other layer.
@@ -220,6 +238,16 @@ impl Config {
             return invalid(
                 "sandbox limits too small: sandbox_memory_mb >= 64, sandbox_cpus > 0, \
                  sandbox_pids >= 16"
+                    .into(),
+            );
+        }
+        if self.stream_buffer_frames < 8
+            || self.stream_ping_secs == 0
+            || self.stream_ticket_ttl_secs == 0
+        {
+            return invalid(
+                "stream_buffer_frames must be at least 8, stream_ping_secs and \
+                 stream_ticket_ttl_secs above 0"
                     .into(),
             );
         }

@@ -8,12 +8,14 @@ mod extract;
 pub mod openapi;
 pub mod repo_url;
 mod routes;
+mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use berth_store::Store;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Overrides, Secret};
 pub use error::{ApiError, ApiResult};
@@ -23,6 +25,19 @@ pub use error::{ApiError, ApiResult};
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    /// Cancelled when the server starts shutting down, so that open streams close (with a
+    /// "resume" code) instead of holding the shutdown up.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        Self {
+            store,
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting connections

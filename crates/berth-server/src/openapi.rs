@@ -5,6 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{health, tasks, tokens};
+use crate::stream;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,11 +19,13 @@ use crate::routes::{health, tasks, tokens};
         tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::cancel_task,
         tasks::list_events, tasks::get_diff, tasks::follow_up,
         tokens::me, tokens::list_tokens, tokens::create_token, tokens::revoke_token,
+        stream::create_ticket,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "tasks", description = "Tasks and their event logs"),
         (name = "tokens", description = "API tokens of the caller"),
+        (name = "streams", description = "Realtime streams (WebSocket and SSE; see docs/streaming.md)"),
         (name = "health", description = "Probes"),
     )
 )]

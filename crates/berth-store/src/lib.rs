@@ -208,6 +208,14 @@ pub trait Store: Send + Sync + 'static {
     /// The owner's task; `None` for a task that does not exist or belongs to someone else.
     async fn get_task(&self, owner_id: UserId, id: TaskId) -> Result<Option<Task>>;
     async fn list_tasks(&self, owner_id: UserId, query: TaskQuery) -> Result<Vec<Task>>;
+    /// The owner's tasks changed after `after` (`(updated_at in ms, id)`), oldest change first:
+    /// what a client following all its tasks missed.
+    async fn list_tasks_changed(
+        &self,
+        owner_id: UserId,
+        after: (i64, TaskId),
+        limit: i64,
+    ) -> Result<Vec<Task>>;
     /// Cancels a queued task at once, and asks a running one to stop (`cancelling`).
     /// A task that has already ended is returned as it is.
     async fn cancel_task(&self, owner_id: UserId, id: TaskId) -> Result<Option<Task>>;

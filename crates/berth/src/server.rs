@@ -1,8 +1,6 @@
 //! `berth server`, `berth runner` and `berth token create`: open the configured store and run
 //! the roles asked for against it, until SIGINT or SIGTERM.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use berth_server::{AppState, Config};
 use tokio::net::TcpListener;
@@ -26,10 +24,7 @@ pub async fn run(config: Config, with_runner: bool) -> anyhow::Result<()> {
     println!("berth listening on http://{address}");
     tracing::info!(%address, database = ?store.backend(), runner = with_runner, "server started");
 
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config),
-    };
+    let state = AppState::new(store.clone(), config);
     let stopping = runner.as_ref().map(|runner| runner.stop_handle());
     berth_server::serve(listener, state, async move {
         shutdown.await;

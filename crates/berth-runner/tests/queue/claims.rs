@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use berth_proto::{EventKind, TaskStatus};
-use berth_runner::Outcome;
+use berth_runner::{Outcome, RunnerConfig};
 use berth_store::{ClaimLimits, Fence, StoreError, TaskEnd, TaskQuery};
 
 use crate::harness::*;
@@ -50,13 +50,18 @@ async fn ten_thousand_tasks_complete_exactly_once(backend: Backend) {
     });
     let mut running = Vec::new();
     for n in 0..runners {
-        // Each runner has its own connection pool, as separate nodes would.
-        let node_store = db.open().await;
-        running.push(RunningRunner::start(
-            quick_config(&format!("node{n}")),
-            node_store,
-            executor.clone(),
-        ));
+        // On PostgreSQL each runner has its own pool, as separate machines would; on SQLite
+        // they share the process's one writer, as runners on one machine do. The lease is
+        // long so that a loaded CI machine tests claims, not heartbeat latency.
+        let node_store = match db.url {
+            Some(_) => db.open().await,
+            None => store.clone(),
+        };
+        let config = RunnerConfig {
+            lease: Duration::from_secs(120),
+            ..quick_config(&format!("node{n}"))
+        };
+        running.push(RunningRunner::start(config, node_store, executor.clone()));
     }
     let done = || async {
         let runs = executor.runs();

@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(tasks::router())
         .merge(tokens::router())
+        .merge(crate::stream::router())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

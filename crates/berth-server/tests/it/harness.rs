@@ -95,10 +95,7 @@ impl TestServer {
             .expect("store opens");
         let listener = TcpListener::bind(db.config.listen).await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState {
-            store: store.clone(),
-            config: Arc::new(db.config.clone()),
-        };
+        let state = AppState::new(store.clone(), db.config.clone());
         let (shutdown, signal) = oneshot::channel::<()>();
         let handle = tokio::spawn(berth_server::serve(listener, state, async {
             let _ = signal.await;

@@ -9,6 +9,7 @@ mod idempotency;
 mod openapi;
 mod pagination;
 mod restart;
+mod stream;
 mod tasks;
 mod tenancy;
 mod tokens;

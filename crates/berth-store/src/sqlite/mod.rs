@@ -409,6 +409,28 @@ impl Store for SqliteStore {
         rows::tasks(rows)
     }
 
+    async fn list_tasks_changed(
+        &self,
+        owner_id: UserId,
+        after: (i64, TaskId),
+        limit: i64,
+    ) -> Result<Vec<Task>> {
+        let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE owner_id = $1",
+            " AND (updated_at > $2 OR (updated_at = $2 AND id > $3))",
+            " ORDER BY updated_at, id LIMIT $4"
+        ))
+        .bind(owner_id.0)
+        .bind(after.0)
+        .bind(after.1 .0)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows::tasks(rows)
+    }
+
     async fn cancel_task(&self, owner_id: UserId, id: TaskId) -> Result<Option<Task>> {
         let mut tx = self.write().await?;
         let changed: Option<(String,)> = sqlx::query_as(concat!(
