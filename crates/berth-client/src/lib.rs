@@ -1,6 +1,10 @@
 //! A typed client for Berth's public HTTP API, used by the `berth` command line and by the
 //! integration tests, so that both exercise exactly what any other client would.
 
+mod stream;
+
+pub use stream::{StreamEnd, TaskStream};
+
 use berth_proto::{
     CreateTask, CreateToken, CreatedToken, ErrorBody, EventPage, Me, Task, TaskId, TaskPage,
     TaskStatus, TokenId, TokenInfo, TokenList,

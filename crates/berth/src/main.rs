@@ -1,5 +1,6 @@
 //! The `berth` binary: command-line parsing and wiring; the work happens in the library crates.
 
+mod cli;
 mod runner;
 mod server;
 
@@ -41,6 +42,8 @@ enum Command {
     /// Manage the sandbox image.
     #[command(subcommand)]
     Image(ImageCommand),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
     /// Print the OpenAPI document of the HTTP API.
     Openapi {
         /// Write it to this file instead of standard output.
@@ -109,16 +112,24 @@ fn main() -> ExitCode {
     init_tracing();
     let runtime = tokio::runtime::Runtime::new().expect("the Tokio runtime starts");
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(exit) => ExitCode::from(exit.code()),
         Err(err) => {
             eprintln!("berth: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+async fn run(cli: Cli) -> anyhow::Result<cli::Exit> {
+    if let Command::Client(command) = cli.command {
+        return cli::run(command).await;
+    }
+    run_role(cli.command).await.map(|()| cli::Exit::Success)
+}
+
+async fn run_role(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Client(_) => unreachable!("handled by run"),
         Command::Server { no_runner, config } => server::run(config.load()?, !no_runner).await,
         Command::Runner { config } => server::run_runner(config.load()?).await,
         Command::Token(TokenCommand::Create { user, name, config }) => {

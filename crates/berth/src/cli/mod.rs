@@ -1,0 +1,328 @@
+//! The command-line client: `login`, `submit`, `watch`, `tasks`, `show`, `cancel`, `diff`,
+//! all over the public HTTP API through `berth-client`.
+//!
+//! Exit status: 0 success (the task succeeded), 1 the task failed or timed out, 2 an error
+//! (usage, authentication, network), 3 the task was cancelled.
+
+mod login;
+mod render;
+
+use std::io::{IsTerminal, Read, Write};
+
+use anyhow::Context;
+use berth_client::{Client, ListTasks};
+use berth_proto::{CreateTask, Network, StreamFrame, TaskId, TaskStatus};
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Save the server's address and an API token for the other commands.
+    Login {
+        /// The server, such as http://127.0.0.1:7700.
+        #[arg(long)]
+        server: String,
+        /// The token; read from standard input when left out.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Hand Berth a task: a repository and a request in plain words.
+    Submit {
+        /// The repository, such as https://github.com/you/project.
+        #[arg(long)]
+        repo: String,
+        /// What to do.
+        prompt: String,
+        /// Branch, tag or commit to start from.
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// Network for the agent: none (default) or full.
+        #[arg(long, default_value = "none")]
+        network: String,
+        /// Open a pull request when it succeeds.
+        #[arg(long)]
+        pr: bool,
+        /// Follow it live until it ends.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Follow a task live until it ends; resumes by itself after a dropped connection.
+    Watch {
+        id: TaskId,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List your tasks, newest first.
+    Tasks {
+        /// Only tasks in this state (queued, running, succeeded, …).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Show one task.
+    Show {
+        id: TaskId,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Cancel a task.
+    Cancel {
+        id: TaskId,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Print a task's diff.
+    Diff { id: TaskId },
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct Output {
+    /// Print JSON for scripts (one object per line when following a task).
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the process should exit with.
+pub enum Exit {
+    Success,
+    TaskFailed,
+    TaskCancelled,
+}
+
+impl Exit {
+    fn of(status: TaskStatus) -> Self {
+        match status {
+            TaskStatus::Cancelled => Exit::TaskCancelled,
+            TaskStatus::Failed | TaskStatus::TimedOut => Exit::TaskFailed,
+            _ => Exit::Success,
+        }
+    }
+
+    pub fn code(&self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::TaskFailed => 1,
+            Exit::TaskCancelled => 3,
+        }
+    }
+}
+
+fn client() -> anyhow::Result<Client> {
+    let login = login::load()?;
+    Ok(Client::new(&login.server, Some(login.token))?)
+}
+
+pub async fn run(command: ClientCommand) -> anyhow::Result<Exit> {
+    match command {
+        ClientCommand::Login { server, token } => log_in(server, token).await,
+        ClientCommand::Submit {
+            repo,
+            prompt,
+            git_ref,
+            network,
+            pr,
+            watch,
+            output,
+        } => {
+            let network = Network::parse(&network).context("--network must be none or full")?;
+            let request = CreateTask {
+                git_ref,
+                network,
+                open_pull_request: pr,
+                ..CreateTask::new(repo, prompt)
+            };
+            // A retry of this same command after a network error must not make a second task.
+            let key = TaskId::new().to_string();
+            let client = client()?;
+            let (task, _) = client.create_task(&request, Some(&key)).await?;
+            if watch {
+                if !output.json {
+                    eprintln!("task {}", task.id);
+                }
+                return follow(&client, task.id, output).await;
+            }
+            print(output, &task, || println!("{}", task.id))
+        }
+        ClientCommand::Watch { id, output } => follow(&client()?, id, output).await,
+        ClientCommand::Tasks {
+            status,
+            limit,
+            output,
+        } => {
+            let status = status
+                .map(|s| TaskStatus::parse(&s).with_context(|| format!("unknown status {s:?}")))
+                .transpose()?;
+            let page = client()?
+                .list_tasks(&ListTasks {
+                    status,
+                    limit: Some(limit),
+                    ..Default::default()
+                })
+                .await?;
+            print(output, &page, || table(&page.tasks))
+        }
+        ClientCommand::Show { id, output } => {
+            let task = client()?.get_task(id).await?;
+            print(output, &task, || describe(&task))
+        }
+        ClientCommand::Cancel { id, output } => {
+            let task = client()?.cancel_task(id).await?;
+            print(output, &task, || println!("{} {}", task.id, task.status))
+        }
+        ClientCommand::Diff { id } => {
+            let diff = client()?.get_diff(id).await?;
+            std::io::stdout().write_all(&diff)?;
+            Ok(Exit::Success)
+        }
+    }
+}
+
+fn print<T: serde::Serialize>(
+    output: Output,
+    value: &T,
+    human: impl FnOnce(),
+) -> anyhow::Result<Exit> {
+    match output.json {
+        true => println!("{}", serde_json::to_string(value)?),
+        false => human(),
+    }
+    Ok(Exit::Success)
+}
+
+async fn log_in(server: String, token: Option<String>) -> anyhow::Result<Exit> {
+    let token = match token {
+        Some(token) => token,
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("API token: ");
+            }
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text.trim().to_string()
+        }
+    };
+    let me = Client::new(&server, Some(token.clone()))?
+        .me()
+        .await
+        .context("the server refused the token")?;
+    let path = login::save(&login::Login { server, token })?;
+    eprintln!("Logged in as {} (saved to {})", me.name, path.display());
+    Ok(Exit::Success)
+}
+
+/// Follows a task to its end, rendering each step (or printing JSON lines).
+async fn follow(client: &Client, id: TaskId, output: Output) -> anyhow::Result<Exit> {
+    let style = render::Style::detect();
+    let mut stream = client.follow_task(id, 0);
+    let mut spinner = Spinner::new(style.is_terminal() && !output.json);
+    let mut status = TaskStatus::Queued;
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            () = spinner.tick() => continue,
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame?;
+        spinner.clear();
+        if let StreamFrame::End { status: ended, .. } = &frame {
+            status = *ended;
+        }
+        match output.json {
+            true => println!("{}", serde_json::to_string(&frame)?),
+            false => render::human(&style, &frame),
+        }
+    }
+    Ok(Exit::of(status))
+}
+
+/// A spinner on the terminal while nothing happens; nothing when output is not a terminal.
+struct Spinner {
+    on: bool,
+    shown: bool,
+    frame: usize,
+}
+
+impl Spinner {
+    fn new(on: bool) -> Self {
+        Self {
+            on,
+            shown: false,
+            frame: 0,
+        }
+    }
+
+    async fn tick(&mut self) {
+        if !self.on {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        const FRAMES: [&str; 4] = ["⠋", "⠙", "⠸", "⠴"];
+        self.frame = (self.frame + 1) % FRAMES.len();
+        eprint!("\r{} working…", FRAMES[self.frame]);
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
+            self.shown = false;
+        }
+    }
+}
+
+fn table(tasks: &[berth_proto::Task]) {
+    println!(
+        "{:<36}  {:<10}  {:<40}  PROMPT",
+        "ID", "STATUS", "REPOSITORY"
+    );
+    for task in tasks {
+        let prompt: String = task
+            .prompt
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(50)
+            .collect();
+        let repo: String = task.repo_url.chars().take(40).collect();
+        println!(
+            "{:<36}  {:<10}  {:<40}  {prompt}",
+            task.id.to_string(),
+            task.status.as_str(),
+            repo
+        );
+    }
+}
+
+fn describe(task: &berth_proto::Task) {
+    println!("task      {}", task.id);
+    println!("status    {}", task.status);
+    println!(
+        "repo      {}{}",
+        task.repo_url,
+        task.git_ref
+            .as_ref()
+            .map(|r| format!(" @ {r}"))
+            .unwrap_or_default()
+    );
+    println!("prompt    {}", task.prompt);
+    println!("attempt   {}", task.attempt);
+    println!("created   {}", task.created_at);
+    if let Some(error) = &task.error {
+        println!("reason    {error}");
+    }
+    if task.result.has_diff {
+        println!("diff      berth diff {}", task.id);
+    }
+    if let Some(url) = &task.result.pull_request_url {
+        println!("pull req  {url}");
+    }
+    println!(
+        "usage     {} in, {} out tokens, ${:.4}",
+        task.usage.input_tokens, task.usage.output_tokens, task.usage.cost_usd
+    );
+}
