@@ -8,7 +8,8 @@ use std::path::Path;
 use async_trait::async_trait;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkConnectRequest, NetworkDisconnectRequest,
+    ContainerCreateBody, ContainerUpdateBody, HostConfig, NetworkConnectRequest,
+    NetworkDisconnectRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
@@ -51,6 +52,7 @@ pub struct DockerSandbox {
     docker: Docker,
     id: String,
     memory_bytes: u64,
+    pids: i64,
     /// Makes each exec's pid file name unique.
     execs: std::sync::atomic::AtomicU64,
     /// The container's OOM-kill count when it was last read: a failed command that finds it
@@ -103,6 +105,7 @@ impl DockerSandbox {
             docker: docker.clone(),
             id: created.id,
             memory_bytes: spec.limits.memory_bytes,
+            pids: spec.limits.pids,
             execs: Default::default(),
             oom_seen: Default::default(),
         };
@@ -190,7 +193,33 @@ impl DockerSandbox {
     async fn kill_group(&self, pid_file: &str) {
         // bash's own `kill`: dash's signals only the group's leader.
         let script = format!("kill -KILL -- -$(cat {pid_file}) 2>/dev/null; rm -f {pid_file}");
+        if matches!(
+            self.run_raw(&["bash", "-c", &script], 4096).await,
+            Ok((0, _, _))
+        ) {
+            return;
+        }
+        // A fork bomb holds every process slot, so not even the kill can start: lift the limit
+        // for a moment, kill the whole group at once, and put the limit back.
+        let lift = |pids| ContainerUpdateBody {
+            pids_limit: Some(pids),
+            ..Default::default()
+        };
+        if let Err(err) = self
+            .docker
+            .update_container(&self.id, lift(self.pids + 64))
+            .await
+        {
+            tracing::warn!(container = %self.id, error = %err, "cannot lift the process limit to kill a command");
+        }
         let _ = self.run_raw(&["bash", "-c", &script], 4096).await;
+        if let Err(err) = self
+            .docker
+            .update_container(&self.id, lift(self.pids))
+            .await
+        {
+            tracing::error!(container = %self.id, error = %err, "cannot restore the process limit");
+        }
     }
 }
 

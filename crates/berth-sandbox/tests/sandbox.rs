@@ -256,6 +256,12 @@ async fn a_fork_bomb_is_contained_by_the_process_limit() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(alive, "the container recovers after the bomb");
+    let max = stdout_of(
+        &sandbox,
+        "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
+    )
+    .await;
+    assert_eq!(max.trim(), "64", "the process limit is back where it was");
 }
 
 #[tokio::test]
