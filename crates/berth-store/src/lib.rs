@@ -161,6 +161,45 @@ pub struct Released {
     pub status: TaskStatus,
 }
 
+/// A user's account as admins see it: GitHub identity, role and state.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Account {
+    pub id: UserId,
+    pub name: String,
+    pub github_id: Option<i64>,
+    pub login: Option<String>,
+    pub is_admin: bool,
+    /// When an admin disabled the user, in ms; `None` while the user may sign in.
+    pub disabled_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A GitHub user who has just proved who they are.
+#[derive(Clone, Debug)]
+pub struct GithubIdentity {
+    pub github_id: i64,
+    pub login: String,
+}
+
+/// A GitHub token as stored: the id of the key it is sealed under, and nonce + ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedToken {
+    pub user_id: UserId,
+    pub key_id: String,
+    pub sealed: Vec<u8>,
+}
+
+/// One line of the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub actor_id: Option<UserId>,
+    pub action: String,
+    pub subject_id: Option<UserId>,
+    pub detail: serde_json::Value,
+    pub created_at: i64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -283,6 +322,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// The task's stored diff, if any.
     async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>>;
+
+    // Accounts
+    /// Finds the user by GitHub id (updating the login after a rename) or creates it; the
+    /// first user of an empty database becomes admin when `first_user_admin`.
+    async fn upsert_github_user(
+        &self,
+        identity: &GithubIdentity,
+        first_user_admin: bool,
+    ) -> Result<Account>;
+    async fn get_account(&self, user_id: UserId) -> Result<Option<Account>>;
+    async fn list_accounts(&self) -> Result<Vec<Account>>;
+    /// Marks the user disabled, revokes their API tokens and ends their web sessions, in one
+    /// transaction. `None` if there is no such user.
+    async fn disable_user(&self, user_id: UserId) -> Result<Option<Account>>;
+    /// Stores a web session (its hash) valid for `ttl_ms`; also forgets expired ones.
+    async fn insert_session(&self, user_id: UserId, session_hash: &str, ttl_ms: i64) -> Result<()>;
+    /// The live session's user, unless expired or the user is disabled.
+    async fn authenticate_session(&self, session_hash: &str) -> Result<Option<Principal>>;
+    async fn delete_session(&self, session_hash: &str) -> Result<()>;
+    /// Remembers an OAuth `state` (hashed) and its PKCE verifier for `ttl_ms`.
+    async fn insert_sign_in_state(
+        &self,
+        state_hash: &str,
+        verifier: &str,
+        ttl_ms: i64,
+    ) -> Result<()>;
+    /// Uses up a `state`: its verifier, once, if it has not expired.
+    async fn take_sign_in_state(&self, state_hash: &str) -> Result<Option<String>>;
+    async fn put_github_token(&self, token: &SealedToken) -> Result<()>;
+    async fn get_github_token(&self, user_id: UserId) -> Result<Option<SealedToken>>;
+    /// Every stored GitHub token, for re-encrypting under a new key.
+    async fn list_github_tokens(&self) -> Result<Vec<SealedToken>>;
+    async fn append_audit(
+        &self,
+        actor_id: Option<UserId>,
+        action: &str,
+        subject_id: Option<UserId>,
+        detail: serde_json::Value,
+    ) -> Result<()>;
+    /// The newest `limit` audit entries, newest first.
+    async fn list_audit(&self, limit: i64) -> Result<Vec<AuditEntry>>;
 }
 
 /// Opens the store a database URL names: `postgres://…` or `postgresql://…` for PostgreSQL;

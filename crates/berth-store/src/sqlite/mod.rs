@@ -23,6 +23,7 @@ macro_rules! now {
     };
 }
 
+mod accounts;
 mod queue;
 mod transcript;
 
@@ -328,9 +329,9 @@ impl Store for SqliteStore {
             sqlx::query_as(concat!(
             "INSERT INTO tasks (id, owner_id, status, repo_url, git_ref, prompt, model, network,",
             " budget, timeout_secs, open_pull_request, max_attempts, not_before, created_at,",
-            " updated_at, idempotency_key, request_hash)",
+            " updated_at, idempotency_key, request_hash, resources)",
             " VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, ", now!(), ", ",
-            now!(), ", ", now!(), ", $12, $13)",
+            now!(), ", ", now!(), ", $12, $13, $14)",
             " ON CONFLICT (owner_id, idempotency_key) DO NOTHING RETURNING id"
         ))
             .bind(TaskId::new().0)
@@ -346,6 +347,7 @@ impl Store for SqliteStore {
             .bind(new.max_attempts)
             .bind(&key)
             .bind(&hash)
+            .bind(Json(&request.resources))
             .fetch_optional(&mut *tx)
             .await?;
 
@@ -586,5 +588,59 @@ impl Store for SqliteStore {
         .bind(owner_id.0)
         .fetch_optional(&self.readers)
         .await?)
+    }
+    // Accounts
+    async fn upsert_github_user(
+        &self,
+        identity: &crate::GithubIdentity,
+        first_user_admin: bool,
+    ) -> Result<crate::Account> {
+        self.upsert_github_user_(identity, first_user_admin).await
+    }
+    async fn get_account(&self, user_id: UserId) -> Result<Option<crate::Account>> {
+        self.get_account_(user_id).await
+    }
+    async fn list_accounts(&self) -> Result<Vec<crate::Account>> {
+        self.list_accounts_().await
+    }
+    async fn disable_user(&self, user_id: UserId) -> Result<Option<crate::Account>> {
+        self.disable_user_(user_id).await
+    }
+    async fn insert_session(&self, user_id: UserId, hash: &str, ttl_ms: i64) -> Result<()> {
+        self.insert_session_(user_id, hash, ttl_ms).await
+    }
+    async fn authenticate_session(&self, hash: &str) -> Result<Option<Principal>> {
+        self.authenticate_session_(hash).await
+    }
+    async fn delete_session(&self, hash: &str) -> Result<()> {
+        self.delete_session_(hash).await
+    }
+    async fn insert_sign_in_state(&self, hash: &str, verifier: &str, ttl_ms: i64) -> Result<()> {
+        self.insert_sign_in_state_(hash, verifier, ttl_ms).await
+    }
+    async fn take_sign_in_state(&self, hash: &str) -> Result<Option<String>> {
+        self.take_sign_in_state_(hash).await
+    }
+    async fn put_github_token(&self, token: &crate::SealedToken) -> Result<()> {
+        self.put_github_token_(token).await
+    }
+    async fn get_github_token(&self, user_id: UserId) -> Result<Option<crate::SealedToken>> {
+        self.get_github_token_(user_id).await
+    }
+    async fn list_github_tokens(&self) -> Result<Vec<crate::SealedToken>> {
+        self.list_github_tokens_().await
+    }
+    async fn append_audit(
+        &self,
+        actor_id: Option<UserId>,
+        action: &str,
+        subject_id: Option<UserId>,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        self.append_audit_(actor_id, action, subject_id, detail)
+            .await
+    }
+    async fn list_audit(&self, limit: i64) -> Result<Vec<crate::AuditEntry>> {
+        self.list_audit_(limit).await
     }
 }
