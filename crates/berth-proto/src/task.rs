@@ -107,6 +107,25 @@ pub struct Budget {
     pub max_usd: Option<f64>,
 }
 
+/// Sandbox resources a task asks for; each at most what the server allows (its
+/// `sandbox_memory_mb`, `sandbox_cpus`, `sandbox_pids`), which is also the default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        self.memory_mb.is_none() && self.cpus.is_none() && self.pids.is_none()
+    }
+}
+
 /// The body of `POST /v1/tasks`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +152,9 @@ pub struct CreateTask {
     /// Push a branch and open a pull request when the task succeeds.
     #[serde(default)]
     pub open_pull_request: bool,
+    /// Smaller sandbox limits than the server's, if wanted.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
 }
 
 impl CreateTask {
@@ -146,6 +168,7 @@ impl CreateTask {
             budget: Budget::default(),
             timeout_secs: None,
             open_pull_request: false,
+            resources: Resources::default(),
         }
     }
 }
@@ -188,6 +211,8 @@ pub struct Task {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
     pub open_pull_request: bool,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
     /// How many times a runner has claimed the task.
     pub attempt: i64,
     pub created_at: DateTime<Utc>,

@@ -42,7 +42,7 @@ impl Executor for SandboxCommand {
             attempt: task.attempt,
             node_id: node_of(&ctx),
             image: self.image.clone(),
-            limits: self.limits,
+            limits: task_limits(&task, self.limits),
         };
         let sandbox = match DockerSandbox::create(&self.docker, &spec).await {
             Ok(sandbox) => Arc::new(sandbox),
@@ -214,6 +214,17 @@ async fn git(command: &mut tokio::process::Command) -> Result<std::process::Outp
         .output()
         .await
         .map_err(|err| infrastructure(SandboxError::Other(format!("cannot run git: {err}"))))
+}
+
+/// The task's own limits where it asked for lower ones; the server's otherwise, and never more.
+fn task_limits(task: &Task, server: Limits) -> Limits {
+    let asked = &task.resources;
+    let wanted = Limits {
+        memory_bytes: asked.memory_mb.map_or(server.memory_bytes, |mb| mb << 20),
+        cpus: asked.cpus.unwrap_or(server.cpus),
+        pids: asked.pids.unwrap_or(server.pids),
+    };
+    wanted.clamp_to(server)
 }
 
 fn infrastructure(err: SandboxError) -> Outcome {

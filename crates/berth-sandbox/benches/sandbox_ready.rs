@@ -86,7 +86,7 @@ async fn run() {
         "  ratio berth / docker run: {:.2}",
         ms(ready_p50) / ms(raw_p50)
     );
-    println!("exec round trip of `true`, {EXECS} execs (includes the OOM-counter reads):");
+    println!("exec round trip of `true`, {EXECS} execs:");
     println!(
         "  p50 {:>6.1} ms   p99 {:>6.1} ms",
         ms(percentile(&mut trips, 50)),

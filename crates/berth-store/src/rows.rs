@@ -2,7 +2,7 @@
 //! PostgreSQL decode to the same Rust types, so one set of rows serves both.
 
 use berth_proto::{
-    Budget, Event, EventKind, Network, Task, TaskResult, TaskStatus, TokenInfo, Usage,
+    Budget, Event, EventKind, Network, Resources, Task, TaskResult, TaskStatus, TokenInfo, Usage,
 };
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -17,7 +17,7 @@ macro_rules! task_columns {
         "id, owner_id, status, repo_url, git_ref, prompt, model, network, budget, timeout_secs, \
          open_pull_request, attempt, created_at, updated_at, started_at, finished_at, has_diff, \
          branch, pull_request_url, input_tokens, output_tokens, cache_write_tokens, \
-         cache_read_tokens, cost_usd, error, last_event_seq, request_hash"
+         cache_read_tokens, cost_usd, error, last_event_seq, request_hash, resources"
     };
 }
 pub(crate) use task_columns;
@@ -58,6 +58,7 @@ pub(crate) struct TaskRow {
     error: Option<String>,
     last_event_seq: i64,
     pub(crate) request_hash: Option<String>,
+    resources: Json<Resources>,
 }
 
 impl TryFrom<TaskRow> for Task {
@@ -80,6 +81,7 @@ impl TryFrom<TaskRow> for Task {
             budget: row.budget.0,
             timeout_secs: row.timeout_secs.map(|secs| secs as u64),
             open_pull_request: row.open_pull_request,
+            resources: row.resources.0,
             attempt: row.attempt,
             created_at: time(row.created_at),
             updated_at: time(row.updated_at),

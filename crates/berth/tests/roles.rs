@@ -55,7 +55,10 @@ async fn server_runs_a_task_to_its_diff() {
     server
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
         .env("BERTH_GIT_ALLOWED_HOSTS", &repo.allowed_host)
-        .env("BERTH_RUNNER_COMMAND", "echo bye >> README && echo done");
+        .env(
+            "BERTH_RUNNER_COMMAND",
+            "echo bye >> README && echo done && cat /sys/fs/cgroup/pids/pids.max",
+        );
     let (mut child, url, _) = start_server(server);
     let client = Client::new(&url, Some(token)).unwrap();
 

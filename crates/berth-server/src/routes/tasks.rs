@@ -116,6 +116,7 @@ fn validate(state: &AppState, request: &CreateTask) -> ApiResult<()> {
             ));
         }
     }
+    check_resources(config, &request.resources)?;
     let budget = &request.budget;
     if budget.max_turns == Some(0)
         || budget.max_tokens == Some(0)
@@ -127,6 +128,36 @@ fn validate(state: &AppState, request: &CreateTask) -> ApiResult<()> {
             "invalid_budget",
             "budget limits must be above zero (leave a limit out to have none)",
         ));
+    }
+    Ok(())
+}
+
+/// Per-task sandbox limits may be lower than the server's, never higher.
+fn check_resources(config: &crate::Config, asked: &berth_proto::Resources) -> ApiResult<()> {
+    let refuse = |what: String| Err(ApiError::unprocessable("invalid_resources", what));
+    if let Some(memory) = asked.memory_mb {
+        if !(64..=config.sandbox_memory_mb).contains(&memory) {
+            return refuse(format!(
+                "resources.memory_mb must be 64 to {}",
+                config.sandbox_memory_mb
+            ));
+        }
+    }
+    if let Some(cpus) = asked.cpus {
+        if !(cpus.is_finite() && cpus >= 0.1 && cpus <= config.sandbox_cpus) {
+            return refuse(format!(
+                "resources.cpus must be 0.1 to {}",
+                config.sandbox_cpus
+            ));
+        }
+    }
+    if let Some(pids) = asked.pids {
+        if !(16..=config.sandbox_pids).contains(&pids) {
+            return refuse(format!(
+                "resources.pids must be 16 to {}",
+                config.sandbox_pids
+            ));
+        }
     }
     Ok(())
 }

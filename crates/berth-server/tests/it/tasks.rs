@@ -32,6 +32,11 @@ async fn create_then_read_back(backend: Backend) {
         max_usd: Some(2.5),
     };
     request.timeout_secs = Some(600);
+    request.resources = berth_proto::Resources {
+        memory_mb: Some(512),
+        cpus: Some(0.5),
+        pids: Some(128),
+    };
     let (task, created) = alice.create_task(&request, None).await.unwrap();
     assert!(created);
     assert_eq!(task.status, TaskStatus::Queued);
@@ -40,6 +45,7 @@ async fn create_then_read_back(backend: Backend) {
     assert_eq!(task.network, Network::Full);
     assert_eq!(task.budget.max_usd, Some(2.5));
     assert_eq!(task.timeout_secs, Some(600));
+    assert_eq!(task.resources.memory_mb, Some(512));
     assert_eq!(task.attempt, 0);
     assert_eq!(task.last_event_seq, 1);
 
