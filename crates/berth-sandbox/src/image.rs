@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use bollard::query_parameters::{ImportImageOptionsBuilder, TagImageOptionsBuilder};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
+    TagImageOptionsBuilder,
+};
 use bollard::Docker;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -69,6 +72,76 @@ pub async fn build_default_image(
     load_archive(docker, &archive).await?;
     tag_latest(docker).await?;
     progress(&format!("built {} (and :latest)", default_image()));
+    Ok(())
+}
+
+/// Pulls `image`; false when no registry answers (as on machines that reach none).
+async fn pull(docker: &Docker, image: &str) -> bool {
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(image)
+        .build();
+    let mut stream = docker.create_image(Some(options), None, None);
+    let pulling = async {
+        while let Some(step) = stream.next().await {
+            if step.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(300), pulling)
+        .await
+        .unwrap_or(false)
+}
+
+/// The same image as the bootstrap makes, from a Dockerfile.
+fn dockerfile(base: &str) -> String {
+    let packages = PACKAGES.replace(',', " ");
+    format!(
+        "FROM {base}\n\
+         RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+         {packages} && rm -rf /var/lib/apt/lists/*\n\
+         RUN useradd --uid {SANDBOX_UID} --user-group --create-home --shell /bin/bash berth \
+         && mkdir /workspace && chown berth:berth /workspace \
+         && printf '[user]\\n\\tname = Berth\\n\\temail = berth@localhost\\n[safe]\\n\\tdirectory = /workspace\\n' \
+         > /home/berth/.gitconfig && chown berth:berth /home/berth/.gitconfig\n\
+         USER {SANDBOX_UID}:{SANDBOX_UID}\n\
+         WORKDIR /workspace\n\
+         ENV HOME=/home/berth LANG=C.UTF-8\n\
+         LABEL berth.image=default\n\
+         CMD [\"sleep\", \"infinity\"]\n"
+    )
+}
+
+async fn build_from_dockerfile(
+    docker: &Docker,
+    base: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), SandboxError> {
+    let mut context = tar::Builder::new(Vec::new());
+    let text = dockerfile(base);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    context.append_data(&mut header, "Dockerfile", text.as_bytes())?;
+    let context = context.into_inner()?;
+    let options = BuildImageOptionsBuilder::default()
+        .t(&default_image())
+        .rm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(step) = stream.next().await {
+        let info = step.map_err(engine_error)?;
+        if let Some(line) = info
+            .stream
+            .as_deref()
+            .map(str::trim)
+            .filter(|line| line.starts_with("Step"))
+        {
+            progress(line);
+        }
+    }
     Ok(())
 }
 
@@ -366,6 +439,15 @@ async fn load_archive(docker: &Docker, archive: &Path) -> Result<(), SandboxErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dockerfile_makes_the_same_image() {
+        let text = dockerfile("debian:bookworm-slim");
+        assert!(text.starts_with("FROM debian:bookworm-slim\n"));
+        assert!(text.contains("git ca-certificates bash"));
+        assert!(text.contains("useradd --uid 1000"));
+        assert!(text.contains("USER 1000:1000\nWORKDIR /workspace\n"));
+    }
 
     #[test]
     fn reads_deb822_and_one_line_sources() {
