@@ -40,14 +40,26 @@ pub async fn ensure_default_image(
     build_default_image(docker, progress).await
 }
 
-/// Builds the default image from scratch and tags it with this version and `latest`.
+/// Builds the default image from scratch and tags it with this version and `latest`: from a
+/// Dockerfile on Debian's slim image when a registry can be reached, and otherwise by
+/// bootstrapping Debian from the host's mirror.
 pub async fn build_default_image(
     docker: &Docker,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), SandboxError> {
     let source = AptSource::from_host()?;
+    let base = format!("debian:{}-slim", source.suite);
+    if pull(docker, &base).await {
+        progress(&format!(
+            "a registry answered; building from a Dockerfile on {base}"
+        ));
+        build_from_dockerfile(docker, &base, progress).await?;
+        tag_latest(docker).await?;
+        progress(&format!("built {} (and :latest)", default_image()));
+        return Ok(());
+    }
     progress(&format!(
-        "bootstrapping Debian {} from {}",
+        "no registry reachable; bootstrapping Debian {} from {}",
         source.suite, source.mirror
     ));
     let work = tempfile::Builder::new()
