@@ -1,6 +1,7 @@
 //! A typed client for Berth's public HTTP API, used by the `berth` command line and by the
 //! integration tests, so that both exercise exactly what any other client would.
 
+pub mod device;
 mod stream;
 
 pub use stream::{StreamEnd, TaskStream};

@@ -63,11 +63,24 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized(
-                "missing Authorization header; send `Authorization: Bearer <token>`",
-            )
-        })?;
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            // Browsers signed in with GitHub carry a session cookie instead.
+            let session = crate::accounts::sign_in_cookie(&parts.headers);
+            let principal = match session {
+                Some(session) => {
+                    state
+                        .store
+                        .authenticate_session(&hash_token(session))
+                        .await?
+                }
+                None => None,
+            };
+            return principal.map(Caller).ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing Authorization header; send `Authorization: Bearer <token>`",
+                )
+            });
+        };
         let token = header
             .to_str()
             .ok()
@@ -78,9 +91,13 @@ impl FromRequestParts<AppState> for Caller {
                 ApiError::unauthorized("Authorization header must be `Bearer <token>`")
             })?;
         let principal = state.store.authenticate(&hash_token(token)).await?;
-        principal
-            .map(Caller)
-            .ok_or_else(|| ApiError::unauthorized("token is unknown or revoked"))
+        let principal =
+            principal.ok_or_else(|| ApiError::unauthorized("token is unknown or revoked"))?;
+        let account = state.store.get_account(principal.user.id).await?;
+        if account.is_none_or(|account| account.disabled_at.is_some()) {
+            return Err(ApiError::unauthorized("this user is disabled"));
+        }
+        Ok(Caller(principal))
     }
 }
 

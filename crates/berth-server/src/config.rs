@@ -84,6 +84,40 @@ pub struct Config {
     /// Seconds a stream may stay stalled (its queue full) before the client is disconnected
     /// with the "resume" close code.
     pub stream_stall_secs: u64,
+    /// GitHub OAuth app's client id; setting it turns GitHub sign-in on.
+    pub github_client_id: Option<String>,
+    /// GitHub OAuth app's client secret (the web flow needs it; the device flow does not).
+    pub github_client_secret: Option<Secret>,
+    /// GitHub's web address (GitHub Enterprise: `https://ghe.example.com`).
+    pub github_web_url: String,
+    /// GitHub's API address (GitHub Enterprise: `https://ghe.example.com/api/v3`).
+    pub github_api_url: String,
+    /// The address people reach this server at, e.g. `https://berth.example.com`; the OAuth
+    /// callback is `<public_url>/v1/auth/github/callback`, and `https` makes cookies `Secure`.
+    pub public_url: Option<String>,
+    /// 32 random bytes, base64, sealing users' GitHub tokens (`openssl rand -base64 32`).
+    pub encryption_key: Option<Secret>,
+    /// Names `encryption_key`; stored beside each sealed token.
+    pub encryption_key_id: String,
+    /// Older keys still able to open tokens until `berth keys rotate` re-seals them:
+    /// `id:base64,id:base64`.
+    pub encryption_old_keys: Option<Secret>,
+    /// GitHub logins that may sign in; with `allowed_orgs`, empty means everyone.
+    #[serde(deserialize_with = "comma_separated")]
+    pub allowed_logins: Vec<String>,
+    /// GitHub organisations whose members may sign in.
+    #[serde(deserialize_with = "comma_separated")]
+    pub allowed_orgs: Vec<String>,
+    /// Whether the first user to sign in becomes admin.
+    pub first_user_admin: bool,
+    /// How long a browser session lasts, in seconds.
+    pub session_ttl_secs: u64,
+    /// Tasks one user may create in a burst, and how many more per minute after it.
+    pub rate_limit_task_burst: u32,
+    pub rate_limit_tasks_per_minute: u32,
+    /// Sign-in attempts one user (or address) may make in a burst, and per minute after it.
+    pub rate_limit_sign_in_burst: u32,
+    pub rate_limit_sign_ins_per_minute: u32,
 }
 
 impl Default for Config {
@@ -112,6 +146,22 @@ impl Default for Config {
             stream_ping_secs: 25,
             stream_ticket_ttl_secs: 60,
             stream_stall_secs: 10,
+            github_client_id: None,
+            github_client_secret: None,
+            github_web_url: "https://github.com".to_string(),
+            github_api_url: "https://api.github.com".to_string(),
+            public_url: None,
+            encryption_key: None,
+            encryption_key_id: "k1".to_string(),
+            encryption_old_keys: None,
+            allowed_logins: Vec::new(),
+            allowed_orgs: Vec::new(),
+            first_user_admin: true,
+            session_ttl_secs: 7 * 24 * 3600,
+            rate_limit_task_burst: 20,
+            rate_limit_tasks_per_minute: 10,
+            rate_limit_sign_in_burst: 10,
+            rate_limit_sign_ins_per_minute: 5,
         }
     }
 }
@@ -142,6 +192,22 @@ const ENV_KEYS: &[&str] = &[
     "stream_ping_secs",
     "stream_ticket_ttl_secs",
     "stream_stall_secs",
+    "github_client_id",
+    "github_client_secret",
+    "github_web_url",
+    "github_api_url",
+    "public_url",
+    "encryption_key",
+    "encryption_key_id",
+    "encryption_old_keys",
+    "allowed_logins",
+    "allowed_orgs",
+    "first_user_admin",
+    "session_ttl_secs",
+    "rate_limit_task_burst",
+    "rate_limit_tasks_per_minute",
+    "rate_limit_sign_in_burst",
+    "rate_limit_sign_ins_per_minute",
 ];
 
 /// Values given on the command line; they win over every other layer.
@@ -266,6 +332,7 @@ impl Config {
                 ));
             }
         }
+        crate::accounts::validate_config(self).map_err(ConfigError::Invalid)?;
         self.database()?;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Berth's server: the HTTP API over a [`Store`], started on a listener the caller binds, so
 //! that tests run the real thing on port 0.
 
+pub mod accounts;
 pub mod auth;
 pub mod config;
 mod error;
@@ -28,12 +29,15 @@ pub struct AppState {
     /// Cancelled when the server starts shutting down, so that open streams close (with a
     /// "resume" code) instead of holding the shutdown up.
     pub shutdown: CancellationToken,
+    /// Sign-in, sealed GitHub tokens and rate limits.
+    pub accounts: Arc<accounts::Accounts>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         Self {
             store,
+            accounts: Arc::new(accounts::Accounts::new(&config)),
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
         }

@@ -1,1 +1,2 @@
 //! berth-testkit
+pub mod github_oauth;

@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(tokens::router())
         .merge(crate::stream::router())
+        .merge(crate::accounts::router())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -29,6 +30,10 @@ pub fn router(state: AppState) -> Router {
                 "this route does not accept that method",
             )
         })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::accounts::limit_task_creation,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
             max_body,

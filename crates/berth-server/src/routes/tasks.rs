@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::{repo_url, AppState};
+use crate::AppState;
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
@@ -97,7 +97,7 @@ fn check_prompt(state: &AppState, prompt: &str) -> ApiResult<()> {
 fn validate(state: &AppState, request: &CreateTask) -> ApiResult<()> {
     let config = &state.config;
     check_prompt(state, &request.prompt)?;
-    repo_url::check(&request.repo_url, &config.allowed_hosts())
+    crate::accounts::repo_host::check_syntax(&request.repo_url, &config.allowed_hosts())
         .map_err(|message| ApiError::unprocessable("invalid_repo_url", message))?;
     if let Some(git_ref) = &request.git_ref {
         check_name("ref", git_ref)?;

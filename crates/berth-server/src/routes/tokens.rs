@@ -65,6 +65,8 @@ async fn create_token(
         ));
     }
     let created = issue_token(state.store.as_ref(), caller.user_id(), name).await?;
+    let detail = serde_json::json!({"token_id": created.info.id, "name": name});
+    crate::accounts::audit(&state, Some(caller.user_id()), "token.create", None, detail).await;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -81,6 +83,10 @@ async fn revoke_token(
     ApiPath(id): ApiPath<TokenId>,
 ) -> ApiResult<Json<TokenInfo>> {
     let revoked = state.store.revoke_token(caller.user_id(), id).await?;
+    if revoked.is_some() {
+        let detail = serde_json::json!({ "token_id": id });
+        crate::accounts::audit(&state, Some(caller.user_id()), "token.revoke", None, detail).await;
+    }
     revoked
         .map(Json)
         .ok_or_else(|| ApiError::not_found("token"))

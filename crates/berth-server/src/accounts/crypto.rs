@@ -1,0 +1,176 @@
+//! Sealing users' GitHub tokens with XChaCha20-Poly1305: a random 24-byte nonce, stored before
+//! the ciphertext, and the id of the key beside it so that keys can be rotated.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use berth_proto::UserId;
+use berth_store::{SealedToken, Store};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+
+use crate::Config;
+
+const NONCE_LEN: usize = 24;
+
+/// The current key, which seals, and older keys, which only open.
+#[derive(Clone)]
+pub struct Keyring {
+    current_id: String,
+    keys: HashMap<String, XChaCha20Poly1305>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("current_id", &self.current_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_key(base64: &str) -> Result<XChaCha20Poly1305, String> {
+    let bytes = STANDARD
+        .decode(base64.trim())
+        .map_err(|_| "is not valid base64".to_string())?;
+    XChaCha20Poly1305::new_from_slice(&bytes)
+        .map_err(|_| format!("must be 32 bytes, not {}", bytes.len()))
+}
+
+impl Keyring {
+    /// The keys the configuration names; `Ok(None)` when there is no `encryption_key`.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
+        let Some(key) = &config.encryption_key else {
+            return Ok(None);
+        };
+        let mut keys = HashMap::new();
+        let current = parse_key(key.expose()).map_err(|why| {
+            format!("encryption_key {why}; make one with `openssl rand -base64 32`")
+        })?;
+        if let Some(old) = &config.encryption_old_keys {
+            for entry in old.expose().split(',').filter(|e| !e.trim().is_empty()) {
+                let (id, key) = entry
+                    .split_once(':')
+                    .ok_or("encryption_old_keys entries are `id:base64`")?;
+                let key = parse_key(key)
+                    .map_err(|why| format!("encryption_old_keys entry {:?} {why}", id.trim()))?;
+                keys.insert(id.trim().to_string(), key);
+            }
+        }
+        keys.insert(config.encryption_key_id.clone(), current);
+        Ok(Some(Self {
+            current_id: config.encryption_key_id.clone(),
+            keys,
+        }))
+    }
+
+    pub fn current_id(&self) -> &str {
+        &self.current_id
+    }
+
+    /// Seals `plaintext` for `user_id` under the current key. The user id is authenticated
+    /// data, so a sealed token copied to another user's row does not open.
+    pub fn seal(&self, user_id: UserId, plaintext: &str) -> SealedToken {
+        let cipher = &self.keys[&self.current_id];
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let aad = user_id.0.as_bytes();
+        let ciphertext = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad,
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption does not fail for short messages");
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        SealedToken {
+            user_id,
+            key_id: self.current_id.clone(),
+            sealed,
+        }
+    }
+
+    pub fn open(&self, token: &SealedToken) -> Result<String, String> {
+        let cipher = self.keys.get(&token.key_id).ok_or_else(|| {
+            format!(
+                "the token is sealed under key {:?}, which is not configured",
+                token.key_id
+            )
+        })?;
+        if token.sealed.len() < NONCE_LEN {
+            return Err("sealed token is too short".into());
+        }
+        let (nonce, ciphertext) = token.sealed.split_at(NONCE_LEN);
+        let plaintext = cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: token.user_id.0.as_bytes(),
+                },
+            )
+            .map_err(|_| "sealed token does not open (wrong key or tampered)".to_string())?;
+        String::from_utf8(plaintext).map_err(|_| "sealed token is not text".to_string())
+    }
+}
+
+/// Re-seals every stored GitHub token that is not under the current key (what
+/// `berth keys rotate` runs). Returns how many were re-sealed.
+pub async fn rotate_keys(store: &dyn Store, keyring: &Keyring) -> anyhow::Result<usize> {
+    let mut count = 0;
+    for token in store.list_github_tokens().await? {
+        if token.key_id == keyring.current_id {
+            continue;
+        }
+        let plaintext = keyring.open(&token).map_err(anyhow::Error::msg)?;
+        store
+            .put_github_token(&keyring.seal(token.user_id, &plaintext))
+            .await?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(key: &str, id: &str, old: Option<&str>) -> Config {
+        Config {
+            encryption_key: Some(crate::Secret::new(key)),
+            encryption_key_id: id.into(),
+            encryption_old_keys: old.map(crate::Secret::new),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn seals_opens_and_refuses_tampering() {
+        let key = STANDARD.encode([7u8; 32]);
+        let ring = Keyring::from_config(&config(&key, "a", None))
+            .unwrap()
+            .unwrap();
+        let user = UserId::new();
+        let mut sealed = ring.seal(user, "gho_secret");
+        assert!(!sealed.sealed.windows(10).any(|w| w == b"gho_secret"));
+        assert_eq!(ring.open(&sealed).unwrap(), "gho_secret");
+        let other = SealedToken {
+            user_id: UserId::new(),
+            ..sealed.clone()
+        };
+        assert!(ring.open(&other).is_err());
+        let last = sealed.sealed.len() - 1;
+        sealed.sealed[last] ^= 1;
+        assert!(ring.open(&sealed).is_err());
+    }
+
+    #[test]
+    fn bad_keys_say_how_to_make_one() {
+        let err = Keyring::from_config(&config("c2hvcnQ=", "a", None)).unwrap_err();
+        assert!(err.contains("openssl rand -base64 32"), "{err}");
+    }
+}
