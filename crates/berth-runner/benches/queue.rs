@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_proto::{CreateTask, TaskId, TaskStatus, UserId};
+use berth_proto::{CreateTask, TaskStatus, UserId};
 use berth_store::{ClaimLimits, Fence, NewTask, Store, TaskEnd};
 
 const TASKS: usize = 2_000;
@@ -168,7 +168,7 @@ async fn drain(store: &Arc<dyn Store>, workers: usize) -> f64 {
 
 /// A paced producer and 4 workers woken by the store's signal (with a short poll behind it).
 async fn steady_latency(store: &Arc<dyn Store>, users: &[UserId]) -> (f64, f64) {
-    let created: Arc<Mutex<HashMap<TaskId, Instant>>> = Arc::default();
+    let created: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
     let total = (RATE * STEADY.as_secs()) as usize;
     let stop = tokio_util::sync::CancellationToken::new();
@@ -186,7 +186,11 @@ async fn steady_latency(store: &Arc<dyn Store>, users: &[UserId]) -> (f64, f64) 
                     signal.borrow_and_update();
                     while let Some(task) = store.claim_next_task(&limits(worker)).await.unwrap() {
                         let claimed = Instant::now();
-                        let at = created.lock().unwrap().get(&task.id).copied();
+                        let n: Option<usize> = task
+                            .prompt
+                            .strip_prefix("steady ")
+                            .and_then(|n| n.parse().ok());
+                        let at = n.and_then(|n| created.lock().unwrap().get(&n).copied());
                         if let Some(at) = at {
                             latencies
                                 .lock()
@@ -219,9 +223,8 @@ async fn steady_latency(store: &Arc<dyn Store>, users: &[UserId]) -> (f64, f64) 
             max_attempts: 3,
             idempotency: None,
         };
-        let at = Instant::now();
-        let task = store.create_task(new).await.unwrap().task;
-        created.lock().unwrap().insert(task.id, at);
+        created.lock().unwrap().insert(n, Instant::now());
+        store.create_task(new).await.unwrap();
     }
     while latencies.lock().unwrap().len() < total {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -278,28 +281,38 @@ impl Bare {
         Bare::Postgres(pool)
     }
 
-    async fn insert(&self) -> i64 {
-        let sql = "INSERT INTO bare (status, created_at) VALUES ('queued', 0) RETURNING id";
+    /// Inserts a queued row carrying `n`, which its claimer gets back.
+    async fn insert(&self, n: i64) -> i64 {
+        let sql = "INSERT INTO bare (status, created_at) VALUES ('queued', $1) RETURNING id";
         match self {
-            Bare::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-            Bare::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+            Bare::Sqlite(pool) => sqlx::query_scalar(sql)
+                .bind(n)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+            Bare::Postgres(pool) => sqlx::query_scalar(sql)
+                .bind(n)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
         }
     }
 
-    async fn claim(&self, node: &str) -> Option<i64> {
+    /// Claims the oldest queued row: its id and the number it carries.
+    async fn claim(&self, node: &str) -> Option<(i64, i64)> {
         match self {
-            Bare::Sqlite(pool) => sqlx::query_scalar(
+            Bare::Sqlite(pool) => sqlx::query_as(
                 "UPDATE bare SET status = 'running', owner = $1, attempt = attempt + 1, lease_expires_at = 1 \
-                 WHERE id = (SELECT id FROM bare WHERE status = 'queued' ORDER BY id LIMIT 1) RETURNING id",
+                 WHERE id = (SELECT id FROM bare WHERE status = 'queued' ORDER BY id LIMIT 1) RETURNING id, created_at",
             )
             .bind(node)
             .fetch_optional(pool)
             .await
             .unwrap(),
-            Bare::Postgres(pool) => sqlx::query_scalar(
+            Bare::Postgres(pool) => sqlx::query_as(
                 "UPDATE bare SET status = 'running', owner = $1, attempt = attempt + 1, lease_expires_at = 1 \
                  WHERE id = (SELECT id FROM bare WHERE status = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id",
+                 RETURNING id, created_at",
             )
             .bind(node)
             .fetch_optional(pool)
@@ -321,8 +334,8 @@ impl Bare {
         let callers = (0..4).map(|caller| {
             let bare = self.clone();
             tokio::spawn(async move {
-                for _ in (caller..TASKS).step_by(4) {
-                    bare.insert().await;
+                for n in (caller..TASKS).step_by(4) {
+                    bare.insert(n as i64).await;
                 }
             })
         });
@@ -336,7 +349,7 @@ impl Bare {
         let tasks = (0..workers).map(|worker| {
             let (bare, done) = (self.clone(), done.clone());
             tokio::spawn(async move {
-                while let Some(id) = bare.claim(&format!("bench{worker}")).await {
+                while let Some((id, _)) = bare.claim(&format!("bench{worker}")).await {
                     bare.complete(id).await;
                     done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -366,9 +379,9 @@ impl Bare {
                 tokio::spawn(async move {
                     while !stop.is_cancelled() {
                         woken.borrow_and_update();
-                        while let Some(id) = bare.claim(&format!("bench{worker}")).await {
+                        while let Some((id, n)) = bare.claim(&format!("bench{worker}")).await {
                             let claimed = Instant::now();
-                            let at = created.lock().unwrap().get(&id).copied();
+                            let at = created.lock().unwrap().get(&n).copied();
                             if let Some(at) = at {
                                 latencies
                                     .lock()
@@ -384,11 +397,10 @@ impl Bare {
             })
             .collect();
         let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
-        for _ in 0..total {
+        for n in 0..total {
             pace.tick().await;
-            let at = Instant::now();
-            let id = self.insert().await;
-            created.lock().unwrap().insert(id, at);
+            created.lock().unwrap().insert(n as i64, Instant::now());
+            self.insert(n as i64).await;
             signal.send_modify(|v| *v += 1);
         }
         while latencies.lock().unwrap().len() < total {
