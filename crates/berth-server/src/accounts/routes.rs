@@ -2,7 +2,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_proto::{CreatedToken, TaskStatus, UserId};
@@ -122,10 +122,10 @@ async fn web_callback(
     let session = sign_in::start_session(&state, &account, secure).await?;
     let clear_state = sign_in::cookie(STATE_COOKIE, "", 0, secure);
     Ok((
-        [
+        AppendHeaders([
             (header::SET_COOKIE, session),
             (header::SET_COOKIE, clear_state),
-        ],
+        ]),
         Redirect::to("/"),
     )
         .into_response())

@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod accounts;
+mod accounts_security;
 mod errors;
 mod followups;
 mod idempotency;
