@@ -158,8 +158,8 @@ impl Default for Config {
             allowed_orgs: Vec::new(),
             first_user_admin: true,
             session_ttl_secs: 7 * 24 * 3600,
-            rate_limit_task_burst: 20,
-            rate_limit_tasks_per_minute: 10,
+            rate_limit_task_burst: 60,
+            rate_limit_tasks_per_minute: 30,
             rate_limit_sign_in_burst: 10,
             rate_limit_sign_ins_per_minute: 5,
         }

@@ -42,6 +42,9 @@ enum Command {
     /// Manage the sandbox image.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage the key sealing users' GitHub tokens (run on the server's machine).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
     /// Print the OpenAPI document of the HTTP API.
@@ -60,6 +63,16 @@ enum ImageCommand {
         /// Build it again even if it exists.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-seal every stored GitHub token under `encryption_key`, opening older ones with
+    /// `encryption_old_keys`.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -134,6 +147,23 @@ async fn run_role(command: Command) -> anyhow::Result<()> {
         Command::Runner { config } => server::run_runner(config.load()?).await,
         Command::Token(TokenCommand::Create { user, name, config }) => {
             server::create_token(&config.load()?, &user, &name).await
+        }
+        Command::Keys(KeysCommand::Rotate { config }) => {
+            let config = config.load()?;
+            let keyring = berth_server::accounts::Keyring::from_config(&config)
+                .map_err(anyhow::Error::msg)?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("encryption_key is not set: nothing to rotate to")
+                })?;
+            let store = berth_server::config::open_store(&config).await?;
+            let count = berth_server::accounts::rotate_keys(store.as_ref(), &keyring).await;
+            store.close().await;
+            println!(
+                "re-sealed {} GitHub tokens under key {}",
+                count?,
+                keyring.current_id()
+            );
+            Ok(())
         }
         Command::Image(ImageCommand::Build { force }) => {
             let docker = berth_sandbox::connect().await?;
