@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod repo_url;
 mod routes;
 mod stream;
+mod web;
 
 use std::future::Future;
 use std::sync::Arc;

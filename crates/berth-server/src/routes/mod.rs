@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(tokens::router())
         .merge(crate::stream::router())
+        .merge(crate::web::router())
         .merge(crate::accounts::router())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {

@@ -5,6 +5,7 @@ mod harness;
 
 mod accounts;
 mod accounts_security;
+mod browser;
 mod errors;
 mod followups;
 mod idempotency;
