@@ -134,3 +134,25 @@ pub(crate) async fn limit_task_creation(
 pub(crate) fn sign_in_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
     sign_in::read_cookie(headers, SESSION_COOKIE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_without_a_key_is_refused_with_how_to_make_one() {
+        let config = Config {
+            github_client_id: Some("id".into()),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("encryption_key"), "{err}");
+        assert!(err.contains("openssl rand -base64 32"), "{err}");
+        let config = Config {
+            encryption_key: Some(crate::Secret::new("bm90IDMyIGJ5dGVz")),
+            ..config
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("must be 32 bytes"), "{err}");
+    }
+}

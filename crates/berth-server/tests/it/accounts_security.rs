@@ -17,6 +17,7 @@ on_both_backends!(
     key_rotation_keeps_tokens_usable,
     internal_repository_hosts_are_refused,
     task_creation_is_rate_limited,
+    sign_in_attempts_are_rate_limited,
 );
 
 async fn signed_in_users_never_see_each_others_tasks(backend: Backend) {
@@ -223,5 +224,33 @@ async fn task_creation_is_rate_limited(backend: Backend) {
     // Another user has their own bucket; reading is not limited.
     bob.create_task(&task, None).await.unwrap();
     alice.list_tasks(&Default::default()).await.unwrap();
+    server.stop().await;
+}
+
+async fn sign_in_attempts_are_rate_limited(backend: Backend) {
+    let fake = FakeGitHubOAuth::start().await;
+    let mut db = github_database(&backend, &fake).await;
+    db.config.rate_limit_sign_in_burst = 1;
+    db.config.rate_limit_sign_ins_per_minute = 1;
+    let server = TestServer::start(&db).await;
+    let http = reqwest::Client::new();
+    let start: serde_json::Value = http
+        .post(format!("{}/v1/auth/device", server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let poll = || {
+        http.post(format!("{}/v1/auth/device/token", server.base_url))
+            .json(&json!({"device_code": start["device_code"], "name": "x"}))
+            .send()
+    };
+    let first = poll().await.unwrap();
+    assert_eq!(first.status(), StatusCode::BAD_REQUEST);
+    let second = poll().await.unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(second.headers().contains_key(RETRY_AFTER));
     server.stop().await;
 }
