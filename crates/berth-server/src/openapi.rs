@@ -4,6 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::accounts::routes as accounts;
 use crate::routes::{health, tasks, tokens};
 use crate::stream;
 
@@ -20,6 +21,9 @@ use crate::stream;
         tasks::list_events, tasks::get_diff, tasks::follow_up,
         tokens::me, tokens::list_tokens, tokens::create_token, tokens::revoke_token,
         stream::create_ticket,
+        accounts::web_start, accounts::web_callback, accounts::logout,
+        accounts::device_start, accounts::device_token,
+        accounts::list_users, accounts::disable_user, accounts::list_audit,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -27,6 +31,8 @@ use crate::stream;
         (name = "tokens", description = "API tokens of the caller"),
         (name = "streams", description = "Realtime streams (WebSocket and SSE; see docs/streaming.md)"),
         (name = "health", description = "Probes"),
+        (name = "auth", description = "GitHub sign-in: browser and device flow (see docs/auth.md)"),
+        (name = "admin", description = "Users and the audit log (admins only)"),
     )
 )]
 struct ApiDoc;

@@ -24,7 +24,8 @@ pub struct TokenAnswer {
     pub interval: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, serde::Serialize)]
+/// What to show the person, and the code to poll with.
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct DeviceCode {
     pub device_code: String,
     pub user_code: String,

@@ -5,7 +5,7 @@ pub mod crypto;
 pub mod github;
 pub mod limits;
 pub mod repo_host;
-mod routes;
+pub(crate) mod routes;
 mod sign_in;
 
 use axum::extract::{Request, State};

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_proto::{CreatedToken, TaskStatus, UserId};
+use berth_proto::{CreatedToken, ErrorBody, TaskStatus, UserId};
 use berth_store::{Account, AuditEntry, TaskQuery};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,13 @@ pub fn router() -> Router<AppState> {
 
 /// Sends the browser to GitHub with a fresh `state` (also set as a cookie, to tie the
 /// callback to this browser) and a PKCE challenge.
-async fn web_start(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+/// Browser sign-in: redirects to GitHub with a fresh `state` and a PKCE challenge.
+#[utoipa::path(get, path = "/v1/auth/github/login", tag = "auth",
+    responses((status = 303, description = "To GitHub's authorize page"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn web_start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let github = sign_in::github(&state)?;
     let oauth_state = sign_in::random_string();
     let verifier = sign_in::random_string();
@@ -57,7 +63,7 @@ async fn web_start(State(state): State<AppState>, headers: HeaderMap) -> ApiResu
 }
 
 #[derive(Deserialize)]
-struct Callback {
+pub(crate) struct Callback {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
@@ -65,7 +71,14 @@ struct Callback {
 
 /// GitHub sends the browser back here. The `state` must match the cookie and a stored,
 /// unused, unexpired state; then the code is exchanged (with the PKCE verifier).
-async fn web_callback(
+/// Where GitHub sends the browser back; sets the `berth_session` cookie.
+#[utoipa::path(get, path = "/v1/auth/github/callback", tag = "auth",
+    params(("code" = Option<String>, Query, description = "From GitHub"),
+           ("state" = Option<String>, Query, description = "As sent to GitHub")),
+    responses((status = 303, description = "Signed in; to /"),
+              (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 429, body = ErrorBody)))]
+pub(crate) async fn web_callback(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(callback): Query<Callback>,
@@ -132,7 +145,12 @@ async fn web_callback(
 }
 
 /// Ends the browser's session (the cookie), if any.
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+/// Ends the browser's session.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", responses((status = 204)))]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     if let Some(session) = sign_in::read_cookie(&headers, SESSION_COOKIE) {
         state.store.delete_session(&hash_token(session)).await?;
     }
@@ -143,14 +161,16 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
 
 /// Starts GitHub's device flow: show `user_code` and `verification_uri` to the person, then
 /// poll `/v1/auth/device/token` every `interval` seconds.
-async fn device_start(State(state): State<AppState>) -> ApiResult<Json<DeviceCode>> {
+#[utoipa::path(post, path = "/v1/auth/device", tag = "auth",
+    responses((status = 200, body = DeviceCode), (status = 404, body = ErrorBody)))]
+pub(crate) async fn device_start(State(state): State<AppState>) -> ApiResult<Json<DeviceCode>> {
     let github = sign_in::github(&state)?;
     Ok(Json(
         github.start_device().await.map_err(ApiError::internal)?,
     ))
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub struct DeviceTokenRequest {
     pub device_code: String,
     /// Name of the API token made for this device.
@@ -160,7 +180,11 @@ pub struct DeviceTokenRequest {
 
 /// One poll of the device flow. While the person has not finished, answers 400 with code
 /// `authorization_pending` or `slow_down` (add 5 s to the interval); then a new API token.
-async fn device_token(
+#[utoipa::path(post, path = "/v1/auth/device/token", tag = "auth", request_body = DeviceTokenRequest,
+    responses((status = 201, body = CreatedToken),
+              (status = 400, body = ErrorBody, description = "`authorization_pending`, `slow_down`, `expired_token`"),
+              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn device_token(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<DeviceTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), SignInError> {
@@ -243,25 +267,64 @@ async fn admin(state: &AppState, caller: &Caller) -> ApiResult<Account> {
     }
 }
 
-#[derive(Serialize)]
-struct UserList {
-    users: Vec<Account>,
+/// A user as admins see it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    id: UserId,
+    name: String,
+    github_id: Option<i64>,
+    login: Option<String>,
+    is_admin: bool,
+    /// When the user was disabled (ms since the epoch), if they are.
+    disabled_at: Option<i64>,
+    created_at: i64,
 }
 
-async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<UserList>> {
+impl From<Account> for UserView {
+    fn from(a: Account) -> Self {
+        Self {
+            id: a.id,
+            name: a.name,
+            github_id: a.github_id,
+            login: a.login,
+            is_admin: a.is_admin,
+            disabled_at: a.disabled_at,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    users: Vec<UserView>,
+}
+
+/// Every user (admins only).
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin",
+    responses((status = 200, body = UserList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<UserList>> {
     admin(&state, &caller).await?;
+    let users = state.store.list_accounts().await?;
     Ok(Json(UserList {
-        users: state.store.list_accounts().await?,
+        users: users.into_iter().map(UserView::from).collect(),
     }))
 }
 
 /// Disables a user: their tokens and sessions stop at once, and their unfinished tasks are
 /// cancelled.
-async fn disable_user(
+#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "admin",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn disable_user(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
-) -> ApiResult<Json<Account>> {
+) -> ApiResult<Json<UserView>> {
     let actor = admin(&state, &caller).await?;
     let account = state
         .store
@@ -297,27 +360,54 @@ async fn disable_user(
         serde_json::json!({"login": account.login, "tasks_cancelled": cancelled}),
     )
     .await;
-    Ok(Json(account))
+    Ok(Json(account.into()))
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// How many entries, newest first (default 100, at most 1000).
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct AuditList {
-    entries: Vec<AuditEntry>,
+/// One line of the audit log.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditView {
+    seq: i64,
+    actor_id: Option<UserId>,
+    action: String,
+    subject_id: Option<UserId>,
+    detail: serde_json::Value,
+    created_at: i64,
 }
 
-async fn list_audit(
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditList {
+    entries: Vec<AuditView>,
+}
+
+/// The audit log, newest first (admins only).
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditQuery),
+    responses((status = 200, body = AuditList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list_audit(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditList>> {
     admin(&state, &caller).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(AuditList {
-        entries: state.store.list_audit(limit).await?,
-    }))
+    let entries = state.store.list_audit(limit).await?;
+    let entries = entries
+        .into_iter()
+        .map(|e: AuditEntry| AuditView {
+            seq: e.seq,
+            actor_id: e.actor_id,
+            action: e.action,
+            subject_id: e.subject_id,
+            detail: e.detail,
+            created_at: e.created_at,
+        })
+        .collect();
+    Ok(Json(AuditList { entries }))
 }
