@@ -18,6 +18,7 @@ on_both_backends!(
     device_flow_ends_with_an_api_token,
     allow_list_refuses_others,
     disabled_user_is_locked_out,
+    a_login_already_taken_gets_a_distinct_name,
 );
 
 /// A 32-byte key, base64, as `openssl rand -base64 32` makes.
@@ -388,5 +389,26 @@ async fn disabled_user_is_locked_out(backend: Backend) {
     for action in ["sign_in", "token.create", "admin.disable_user"] {
         assert!(actions.contains(&action), "{action} in {actions:?}");
     }
+    server.stop().await;
+}
+
+async fn a_login_already_taken_gets_a_distinct_name(backend: Backend) {
+    let fake = FakeGitHubOAuth::start().await;
+    fake.add_user(101, "alice", &[]);
+    let db = github_database(&backend, &fake).await;
+    let server = TestServer::start(&db).await;
+    let local = server.user("alice").await;
+    let session = web_sign_in(&server, &fake, 101).await;
+    let me: Value = with_session(&server, &session, reqwest::Method::GET, "/v1/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "alice-101");
+    assert_ne!(
+        serde_json::to_value(local.me().await.unwrap().user_id).unwrap(),
+        me["user_id"],
+        "the GitHub user does not take over the local one"
+    );
     server.stop().await;
 }

@@ -40,6 +40,25 @@ type AuditRow = (
     i64,
 );
 
+/// The user's name: their GitHub login, unless another user (say, one made by
+/// `berth token create`) has it; then `login-githubid`, which no one else can have.
+async fn free_name(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    identity: &GithubIdentity,
+    own_id: Option<uuid::Uuid>,
+) -> Result<String> {
+    let taken: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = $1 AND id IS DISTINCT FROM $2")
+            .bind(&identity.login)
+            .bind(own_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(match taken {
+        0 => identity.login.clone(),
+        _ => format!("{}-{}", identity.login, identity.github_id),
+    })
+}
+
 impl PostgresStore {
     pub(super) async fn upsert_github_user_(
         &self,
@@ -47,6 +66,10 @@ impl PostgresStore {
         first_user_admin: bool,
     ) -> Result<Account> {
         let mut tx = self.write().await?;
+        // One sign-in at a time decides who is first (admin) and who owns a GitHub id.
+        sqlx::query("SELECT pg_advisory_xact_lock(7274001)")
+            .execute(&mut *tx)
+            .await?;
         let existing: Option<uuid::Uuid> =
             sqlx::query_scalar("SELECT id FROM users WHERE github_id = $1")
                 .bind(identity.github_id)
@@ -54,9 +77,11 @@ impl PostgresStore {
                 .await?;
         let id = match existing {
             Some(id) => {
-                sqlx::query("UPDATE users SET login = $2, name = $2 WHERE id = $1")
+                let name = free_name(&mut tx, identity, Some(id)).await?;
+                sqlx::query("UPDATE users SET login = $2, name = $3 WHERE id = $1")
                     .bind(id)
                     .bind(&identity.login)
+                    .bind(name)
                     .execute(&mut *tx)
                     .await?;
                 id
@@ -66,16 +91,18 @@ impl PostgresStore {
                     .fetch_one(&mut *tx)
                     .await?;
                 let id = UserId::new().0;
+                let name = free_name(&mut tx, identity, None).await?;
                 sqlx::query(concat!(
                     "INSERT INTO users (id, name, github_id, login, is_admin, created_at)",
-                    " VALUES ($1, $2, $3, $2, $4, ",
+                    " VALUES ($1, $2, $3, $5, $4, ",
                     now!(),
                     ")"
                 ))
                 .bind(id)
-                .bind(&identity.login)
+                .bind(name)
                 .bind(identity.github_id)
                 .bind(first_user_admin && admins == 0)
+                .bind(&identity.login)
                 .execute(&mut *tx)
                 .await?;
                 id

@@ -40,6 +40,25 @@ type AuditRow = (
     i64,
 );
 
+/// The user's name: their GitHub login, unless another user (say, one made by
+/// `berth token create`) has it; then `login-githubid`, which no one else can have.
+async fn free_name(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    identity: &GithubIdentity,
+    own_id: Option<uuid::Uuid>,
+) -> Result<String> {
+    let taken: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = $1 AND id IS NOT $2")
+            .bind(&identity.login)
+            .bind(own_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(match taken {
+        0 => identity.login.clone(),
+        _ => format!("{}-{}", identity.login, identity.github_id),
+    })
+}
+
 impl SqliteStore {
     pub(super) async fn upsert_github_user_(
         &self,
@@ -54,9 +73,11 @@ impl SqliteStore {
                 .await?;
         let id = match existing {
             Some(id) => {
-                sqlx::query("UPDATE users SET login = $2, name = $2 WHERE id = $1")
+                let name = free_name(&mut tx, identity, Some(id)).await?;
+                sqlx::query("UPDATE users SET login = $2, name = $3 WHERE id = $1")
                     .bind(id)
                     .bind(&identity.login)
+                    .bind(name)
                     .execute(&mut *tx)
                     .await?;
                 id
@@ -66,16 +87,18 @@ impl SqliteStore {
                     .fetch_one(&mut *tx)
                     .await?;
                 let id = UserId::new().0;
+                let name = free_name(&mut tx, identity, None).await?;
                 sqlx::query(concat!(
                     "INSERT INTO users (id, name, github_id, login, is_admin, created_at)",
-                    " VALUES ($1, $2, $3, $2, $4, ",
+                    " VALUES ($1, $2, $3, $5, $4, ",
                     now!(),
                     ")"
                 ))
                 .bind(id)
-                .bind(&identity.login)
+                .bind(name)
                 .bind(identity.github_id)
                 .bind(first_user_admin && admins == 0)
+                .bind(&identity.login)
                 .execute(&mut *tx)
                 .await?;
                 id
