@@ -18,6 +18,7 @@ on_both_backends!(
     internal_repository_hosts_are_refused,
     task_creation_is_rate_limited,
     sign_in_attempts_are_rate_limited,
+    sessions_expire,
 );
 
 async fn signed_in_users_never_see_each_others_tasks(backend: Backend) {
@@ -252,5 +253,26 @@ async fn sign_in_attempts_are_rate_limited(backend: Backend) {
     let second = poll().await.unwrap();
     assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(second.headers().contains_key(RETRY_AFTER));
+    server.stop().await;
+}
+
+async fn sessions_expire(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::start(&db).await;
+    let user = server.store.upsert_user("alice").await.unwrap();
+    let store = server.store.as_ref();
+    store.insert_session(user.id, "short", 50).await.unwrap();
+    store.insert_session(user.id, "long", 60_000).await.unwrap();
+    assert!(store.authenticate_session("short").await.unwrap().is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert!(store.authenticate_session("short").await.unwrap().is_none());
+    assert!(store.authenticate_session("long").await.unwrap().is_some());
+    let me = reqwest::Client::new()
+        .get(format!("{}/v1/me", server.base_url))
+        .header(COOKIE, "berth_session=not-a-session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
     server.stop().await;
 }
