@@ -52,7 +52,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let streams = state.shutdown.clone();
     let app = routes::router(state);
+    let shutdown = async move {
+        shutdown.await;
+        streams.cancel();
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

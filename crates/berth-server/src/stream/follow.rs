@@ -30,6 +30,11 @@ pub enum Stopped {
     Failed,
 }
 
+fn failed(err: berth_store::StoreError) -> Stopped {
+    tracing::error!(error = %err, "a stream could not read the database");
+    Stopped::Failed
+}
+
 /// The bounded queue to one client.
 pub struct Outbox {
     pub frames: mpsc::Sender<StreamFrame>,
@@ -78,10 +83,7 @@ pub async fn follow_task(
     shutdown: CancellationToken,
 ) -> Result<(), Stopped> {
     let mut notices = store.subscribe_events();
-    let task = store
-        .get_task(owner, task_id)
-        .await
-        .map_err(|_| Stopped::Failed)?;
+    let task = store.get_task(owner, task_id).await.map_err(failed)?;
     let task = task.ok_or(Stopped::NotFound)?;
     let mut status = task.status;
     out.send(StreamFrame::Subscribed {
@@ -97,7 +99,7 @@ pub async fn follow_task(
             let page = store
                 .list_events(owner, task_id, last, PAGE)
                 .await
-                .map_err(|_| Stopped::Failed)?;
+                .map_err(failed)?;
             let (events, _) = page.ok_or(Stopped::NotFound)?;
             let full = events.len() as i64 == PAGE;
             for event in events {
@@ -165,7 +167,7 @@ pub async fn follow_user(
             let tasks = store
                 .list_tasks_changed(owner, cursor, PAGE)
                 .await
-                .map_err(|_| Stopped::Failed)?;
+                .map_err(failed)?;
             let full = tasks.len() as i64 == PAGE;
             for task in tasks {
                 cursor = (task.updated_at.timestamp_millis(), task.id);

@@ -272,7 +272,14 @@ fn spawn_producer<P, F>(
     F: std::future::Future<Output = Result<(), Stopped>> + Send + 'static,
 {
     tokio::spawn(async move {
+        let shutdown = state.shutdown.clone();
         let outcome = producer(state, user, Outbox { frames, stall }).await;
+        // Once shutdown has begun, whatever stopped the producer (the store closing under it,
+        // say), the client should resume elsewhere.
+        let outcome = match outcome {
+            Err(Stopped::Failed) if shutdown.is_cancelled() => Err(Stopped::ShuttingDown),
+            other => other,
+        };
         let reason = match outcome {
             Ok(()) => (1000, "task ended".to_string()),
             Err(Stopped::NotFound) => (close_code::NOT_FOUND, "not found".to_string()),

@@ -12,7 +12,9 @@ async function api(method, path) {
   const response = await fetch(path, { method, headers: { Authorization: "Bearer " + token() } });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    throw new Error((body.error && body.error.message) || response.statusText);
+    const error = new Error((body.error && body.error.message) || response.statusText);
+    error.status = response.status;
+    throw error;
   }
   return response.json();
 }
@@ -42,8 +44,20 @@ async function follow(id) {
   $("log").textContent = "";
   let lastSeq = 0;
   let delay = 500;
+  const pause = async () => {
+    await new Promise((wake) => setTimeout(wake, delay));
+    delay = Math.min(delay * 2, 30000);
+  };
   for (;;) {
-    const ticket = await api("POST", "/v1/stream-tickets");
+    let ticket;
+    try {
+      ticket = await api("POST", "/v1/stream-tickets");
+    } catch (error) {
+      // The server may be restarting or the network gone: try again, unless we were refused.
+      if (error.status === 401 || error.status === 403) { $("status").textContent = "signed out"; return; }
+      await pause();
+      continue;
+    }
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const url = scheme + location.host + "/v1/tasks/" + id + "/stream?after=" + lastSeq;
     const closed = await new Promise((resolve) => {
@@ -62,8 +76,7 @@ async function follow(id) {
       socket.onclose = (event) => resolve(event.code);
     });
     if (!RESUME(closed)) return;
-    await new Promise((wake) => setTimeout(wake, delay));
-    delay = Math.min(delay * 2, 30000);
+    await pause();
   }
 }
 

@@ -137,8 +137,11 @@ impl Chromium {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let log = self
+            .text_of(session, "document.getElementById('log').textContent")
+            .await;
         panic!(
-            "the page never showed {wanted:?} in {expression}: {:?}",
+            "log: {log:?}; the page never showed {wanted:?} in {expression}: {:?}",
             self.text_of(session, expression).await
         );
     }
@@ -216,18 +219,24 @@ async fn the_browser_page_follows_a_task_live() {
         "the token leaves the address bar at once: {hash}"
     );
 
-    server
-        .store
-        .append_event(
-            fence,
-            EventKind::AssistantText,
-            text("written while watching"),
-        )
+    // The server restarts under the page (its stream closes with 4002, "resume"); events
+    // written meanwhile are shown once the page has reconnected, after the last it showed.
+    let address = server
+        .base_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    server.stop().await;
+    let restarted = db.listening_at(address);
+    let server = TestServer::start(&restarted).await;
+    let store = server.store.clone();
+    let live = text("written while watching");
+    store
+        .append_event(fence, EventKind::AssistantText, live)
         .await
         .unwrap();
     let output = json!({ "stream": "stdout", "text": "tests pass\n" });
-    server
-        .store
+    store
         .append_event(fence, EventKind::CommandOutput, output)
         .await
         .unwrap();
@@ -238,7 +247,7 @@ async fn the_browser_page_follows_a_task_live() {
         branch: None,
         pull_request_url: None,
     };
-    server.store.finish_task(fence, end).await.unwrap();
+    store.finish_task(fence, end).await.unwrap();
     chromium
         .wait_for(
             &tab,

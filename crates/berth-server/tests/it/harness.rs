@@ -59,6 +59,12 @@ impl TestDatabase {
         Self { config, _dir: dir }
     }
 
+    /// The same database, for a server that must listen at `address` (a restart in place).
+    pub fn listening_at(mut self, address: std::net::SocketAddr) -> Self {
+        self.config.listen = address;
+        self
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.config.data_dir.clone()
     }

@@ -500,3 +500,31 @@ async fn an_event_written_on_one_node_reaches_a_client_of_another() {
     writer_node.stop().await;
     reader_node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_tells_streams_to_resume() {
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let server = TestServer::start(&db).await;
+    let alice = server.user("alice").await;
+    let (id, _) = running_task(&server, &alice).await;
+    let mut socket = connect(
+        &server.base_url,
+        &format!("/v1/tasks/{id}/stream"),
+        alice.token(),
+    )
+    .await;
+    assert!(matches!(
+        next(&mut socket).await,
+        Ok(StreamFrame::Subscribed { .. })
+    ));
+    while let Ok(StreamFrame::Event { .. }) =
+        tokio::time::timeout(Duration::from_millis(300), next(&mut socket))
+            .await
+            .unwrap_or(Err(0))
+    {}
+    server.stop().await;
+    assert_eq!(
+        next(&mut socket).await.unwrap_err(),
+        close_code::SHUTTING_DOWN
+    );
+}
