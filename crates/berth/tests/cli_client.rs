@@ -153,3 +153,71 @@ async fn submit_watch_list_diff_and_cancel() {
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("berth login"));
     assert!(terminate(&mut server).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_with_github_through_the_device_flow() {
+    use berth_testkit::github_oauth::{FakeGitHubOAuth, CLIENT_ID, CLIENT_SECRET};
+    use tokio::io::AsyncBufReadExt;
+
+    let github = FakeGitHubOAuth::start().await;
+    github.add_user(77, "octo", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="; // 32 bytes of 0x01
+    let mut server = berth(dir.path());
+    server
+        .args([
+            "server",
+            "--no-runner",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "state",
+        ])
+        .env("BERTH_GITHUB_CLIENT_ID", CLIENT_ID)
+        .env("BERTH_GITHUB_CLIENT_SECRET", CLIENT_SECRET)
+        .env("BERTH_GITHUB_WEB_URL", &github.url)
+        .env("BERTH_GITHUB_API_URL", &github.url)
+        .env("BERTH_ENCRYPTION_KEY", key);
+    let (mut server, url, _) = start_server(server);
+
+    let mut login = tokio::process::Command::from(client(
+        dir.path(),
+        &config,
+        &["login", "--server", &url, "--github"],
+    ))
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = tokio::io::BufReader::new(login.stderr.take().unwrap()).lines();
+    let code = loop {
+        let line = lines.next_line().await.unwrap().expect("the code is shown");
+        if let Some(rest) = line.strip_prefix("Open ") {
+            break rest.rsplit(' ').next().unwrap().to_string();
+        }
+    };
+    github.approve_device(&code, 77);
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    assert!(login.wait().await.unwrap().success());
+
+    let me = client(dir.path(), &config, &["tasks", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        me.status.success(),
+        "{}",
+        String::from_utf8_lossy(&me.stderr)
+    );
+    let saved = std::fs::read_to_string(config.join("berth/login.toml")).unwrap();
+    assert!(
+        saved.contains("berth_"),
+        "a Berth token, not GitHub's, is saved"
+    );
+    for github_token in github.issued_tokens() {
+        assert!(
+            !saved.contains(&github_token),
+            "GitHub's token never reaches the client"
+        );
+    }
+    assert!(terminate(&mut server).success());
+}

@@ -16,12 +16,17 @@ use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
-    /// Save the server's address and an API token for the other commands.
+    /// Save the server's address and an API token for the other commands: sign in with
+    /// GitHub (`--github`, the device flow) or give a token made on the server.
     Login {
         /// The server, such as http://127.0.0.1:7700.
         #[arg(long)]
         server: String,
-        /// The token; read from standard input when left out.
+        /// Sign in with GitHub: shows a code to enter on GitHub, then gets a token for this
+        /// device.
+        #[arg(long, conflicts_with = "token")]
+        github: bool,
+        /// The token; read from standard input when neither it nor --github is given.
         #[arg(long)]
         token: Option<String>,
     },
@@ -118,7 +123,12 @@ fn client() -> anyhow::Result<Client> {
 
 pub async fn run(command: ClientCommand) -> anyhow::Result<Exit> {
     match command {
-        ClientCommand::Login { server, token } => log_in(server, token).await,
+        ClientCommand::Login {
+            server,
+            github: true,
+            ..
+        } => log_in_with_github(server).await,
+        ClientCommand::Login { server, token, .. } => log_in(server, token).await,
         ClientCommand::Submit {
             repo,
             prompt,
@@ -211,6 +221,30 @@ async fn log_in(server: String, token: Option<String>) -> anyhow::Result<Exit> {
         .context("the server refused the token")?;
     let path = login::save(&login::Login { server, token })?;
     eprintln!("Logged in as {} (saved to {})", me.name, path.display());
+    Ok(Exit::Success)
+}
+
+/// The device flow: the person confirms a code on GitHub; the server then gives this device
+/// its own API token, listed and revocable like any other.
+async fn log_in_with_github(server: String) -> anyhow::Result<Exit> {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let name = format!("cli@{}", host.trim());
+    let created = berth_client::device::login(&server, &name, |code| {
+        eprintln!(
+            "Open {} and enter the code {}",
+            code.verification_uri, code.user_code
+        );
+    })
+    .await
+    .context("signing in with GitHub failed")?;
+    let path = login::save(&login::Login {
+        server,
+        token: created.token,
+    })?;
+    eprintln!(
+        "Signed in; the token for this device is saved to {}",
+        path.display()
+    );
     Ok(Exit::Success)
 }
 
