@@ -3,6 +3,7 @@
 //! task's network policy, stream the output as events, and keep the diff whatever the ending.
 //! The agent loop replaces this with a conversation; the queue works the same either way.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,17 @@ use crate::{Context, Executor, Outcome};
 /// Output of one command kept as events, at most; the rest is cut and said so.
 const MAX_EVENT_OUTPUT: usize = 1 << 20;
 
+/// Checks a repository URL against the server's rules and returns the only addresses a clone
+/// may connect to, resolved once: git is then pinned to them, so a name that resolves
+/// differently a moment later (DNS rebinding) cannot send the clone elsewhere.
+pub type ResolveHost = Arc<
+    dyn Fn(String) -> futures::future::BoxFuture<'static, Result<Vec<SocketAddr>, String>>
+        + Send
+        + Sync,
+>;
+
 pub struct SandboxCommand {
+    pub resolve_host: ResolveHost,
     pub docker: bollard::Docker,
     pub image: String,
     pub limits: Limits,
@@ -78,7 +89,14 @@ impl SandboxCommand {
             .prefix("checkout-")
             .tempdir_in(&self.work_dir)
             .map_err(|err| infrastructure(err.into()))?;
+        let addresses = (self.resolve_host)(task.repo_url.clone())
+            .await
+            .map_err(|reason| Outcome::Failed {
+                reason: format!("the repository's host was refused: {reason}"),
+                diff: None,
+            })?;
         let mut clone = tokio::process::Command::new("git");
+        pin_to(&mut clone, &task.repo_url, &addresses);
         clone.args(["clone", "--quiet", "--no-tags"]);
         if let Some(git_ref) = &task.git_ref {
             clone.args(["--branch", git_ref]);
@@ -205,6 +223,47 @@ async fn forward_output(
     }
 }
 
+/// Makes git connect only to `addresses` for the repository's host.
+fn pin_to(git: &mut tokio::process::Command, repo_url: &str, addresses: &[SocketAddr]) {
+    let Some(first) = addresses.first() else {
+        return;
+    };
+    if let Some(url) = url::Url::parse(repo_url)
+        .ok()
+        .filter(|url| url.scheme().starts_with("http"))
+    {
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return;
+        };
+        let ips: Vec<String> = addresses
+            .iter()
+            .map(|addr| match addr.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            })
+            .collect();
+        git.arg("-c").arg(format!(
+            "http.curloptResolve={host}:{port}:{}",
+            ips.join(",")
+        ));
+    } else if let Some(host) = ssh_host(repo_url) {
+        // ssh connects to the checked address while checking the host key of the name.
+        let ssh = format!("ssh -o HostName={} -o HostKeyAlias={host}", first.ip());
+        git.env("GIT_SSH_COMMAND", ssh);
+    }
+}
+
+/// The host of `ssh://user@host[:port]/path` or `user@host:path`.
+fn ssh_host(repo_url: &str) -> Option<String> {
+    if let Ok(url) = url::Url::parse(repo_url) {
+        return (url.scheme() == "ssh")
+            .then(|| url.host_str().map(str::to_string))
+            .flatten();
+    }
+    let (authority, _) = repo_url.split_once(':')?;
+    Some(authority.rsplit('@').next()?.to_string())
+}
+
 /// Runs git on the host with no prompts and no local-file transports.
 async fn git(command: &mut tokio::process::Command) -> Result<std::process::Output, Outcome> {
     command
@@ -230,6 +289,50 @@ fn task_limits(task: &Task, server: Limits) -> Limits {
 fn infrastructure(err: SandboxError) -> Outcome {
     Outcome::Infrastructure {
         reason: err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_of(command: &tokio::process::Command) -> Vec<String> {
+        command
+            .as_std()
+            .get_args()
+            .map(|arg| arg.to_string_lossy().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn clones_are_pinned_to_the_checked_addresses() {
+        let v4: SocketAddr = "203.0.113.7:443".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let mut git = tokio::process::Command::new("git");
+        pin_to(&mut git, "https://github.com/o/r.git", &[v4, v6]);
+        assert_eq!(
+            args_of(&git),
+            [
+                "-c",
+                "http.curloptResolve=github.com:443:203.0.113.7,[2001:db8::1]"
+            ]
+        );
+
+        for url in ["ssh://git@github.com/o/r.git", "git@github.com:o/r.git"] {
+            let mut git = tokio::process::Command::new("git");
+            pin_to(&mut git, url, &[v4]);
+            let ssh = git
+                .as_std()
+                .get_envs()
+                .find(|(key, _)| *key == "GIT_SSH_COMMAND")
+                .unwrap()
+                .1
+                .unwrap();
+            assert_eq!(
+                ssh, "ssh -o HostName=203.0.113.7 -o HostKeyAlias=github.com",
+                "{url}"
+            );
+        }
     }
 }
 

@@ -72,7 +72,13 @@ async fn executor(config: &Config) -> anyhow::Result<Arc<dyn Executor>> {
             berth_sandbox::default_image()
         }
     };
+    let allowed = config.allowed_hosts();
+    let resolve_host: berth_runner::command::ResolveHost = Arc::new(move |url: String| {
+        let allowed = allowed.clone();
+        Box::pin(async move { berth_server::accounts::resolve_repo_host(&url, &allowed).await })
+    });
     Ok(Arc::new(SandboxCommand {
+        resolve_host,
         docker,
         image,
         limits: Limits {

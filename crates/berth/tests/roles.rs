@@ -166,3 +166,58 @@ async fn a_runner_killed_mid_task_is_replaced_by_another() {
     assert!(terminate(&mut other).success());
     assert!(terminate(&mut api).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_refuses_a_host_that_resolves_inside() {
+    let repo = GitRepo::serve(&[("README", "hello\n")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token(dir.path());
+    let port = repo.allowed_host.rsplit(':').next().unwrap().to_string();
+    let inside = format!("http://localhost:{port}/repo.git");
+    let mut server = berth(dir.path());
+    server
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
+        .env(
+            "BERTH_GIT_ALLOWED_HOSTS",
+            format!("{},http://localhost:{port}", repo.allowed_host),
+        )
+        .env("BERTH_RUNNER_COMMAND", "echo cloned");
+    let (mut child, url, _) = start_server(server);
+    let client = Client::new(&url, Some(token)).unwrap();
+    let refused = client
+        .create_task(&CreateTask::new(&inside, "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some("invalid_repo_url"),
+        "the API refuses it up front"
+    );
+
+    // Stored anyway (as by an older server, or before the name changed what it resolves to):
+    // the runner checks again, at the moment it clones, and refuses.
+    let store = berth_store::open_sqlite(&dir.path().join("state"))
+        .await
+        .unwrap();
+    let owner = client.me().await.unwrap().user_id;
+    let new = berth_store::NewTask {
+        owner_id: owner,
+        request: CreateTask::new(&inside, "clone from inside"),
+        max_attempts: 3,
+        idempotency: None,
+    };
+    let task = store.create_task(new).await.unwrap().task;
+    let failed = wait_for(&client, task.id, TaskStatus::Failed).await;
+    let reason = failed.error.unwrap();
+    assert!(
+        reason.contains("the repository's host was refused"),
+        "{reason}"
+    );
+    let events = client.list_events(task.id, 0, None).await.unwrap().events;
+    assert!(
+        events.iter().all(|e| e.kind != EventKind::CommandOutput),
+        "nothing ran"
+    );
+    store.close().await;
+    assert!(terminate(&mut child).success());
+}
