@@ -292,6 +292,10 @@ fn infrastructure(err: SandboxError) -> Outcome {
     }
 }
 
+fn node_of(ctx: &Context) -> String {
+    ctx.node_id.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,8 +338,4 @@ mod tests {
             );
         }
     }
-}
-
-fn node_of(ctx: &Context) -> String {
-    ctx.node_id.clone()
 }
