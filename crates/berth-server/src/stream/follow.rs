@@ -30,6 +30,25 @@ pub enum Stopped {
     Failed,
 }
 
+/// A read that a busy database may fail for a moment (a full pool, say): tried a few times
+/// before the stream gives up and tells the client to resume.
+async fn read_with_retries<T, F, Fut>(read: F) -> Result<T, Stopped>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, berth_store::StoreError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..4 {
+        match read().await {
+            Ok(value) => return Ok(value),
+            Err(err) => tracing::warn!(error = %err, "a stream's read failed; trying again"),
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    read().await.map_err(failed)
+}
+
 fn failed(err: berth_store::StoreError) -> Stopped {
     tracing::error!(error = %err, "a stream could not read the database");
     Stopped::Failed
@@ -62,7 +81,11 @@ async fn wait(
     loop {
         tokio::select! {
             notice = notices.recv() => match notice {
-                Ok(notice) if wanted(&notice) || notice == EventNotice::RESYNC => return Ok(()),
+                Ok(notice) if wanted(&notice) || notice == EventNotice::RESYNC => {
+                    // One read answers a whole burst: drop the notices already waiting.
+                    while notices.try_recv().is_ok() {}
+                    return Ok(());
+                }
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
                 Err(broadcast::error::RecvError::Closed) => return Err(Stopped::ShuttingDown),
@@ -96,10 +119,7 @@ pub async fn follow_task(
     let mut last = after;
     loop {
         loop {
-            let page = store
-                .list_events(owner, task_id, last, PAGE)
-                .await
-                .map_err(failed)?;
+            let page = read_with_retries(|| store.list_events(owner, task_id, last, PAGE)).await?;
             let (events, _) = page.ok_or(Stopped::NotFound)?;
             let full = events.len() as i64 == PAGE;
             for event in events {
@@ -164,10 +184,7 @@ pub async fn follow_user(
     let mut cursor = after;
     loop {
         loop {
-            let tasks = store
-                .list_tasks_changed(owner, cursor, PAGE)
-                .await
-                .map_err(failed)?;
+            let tasks = read_with_retries(|| store.list_tasks_changed(owner, cursor, PAGE)).await?;
             let full = tasks.len() as i64 == PAGE;
             for task in tasks {
                 cursor = (task.updated_at.timestamp_millis(), task.id);

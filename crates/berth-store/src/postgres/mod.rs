@@ -379,6 +379,8 @@ impl Store for PostgresStore {
             .bind(&key)
             .fetch_one(&mut *tx)
             .await?;
+            // Nothing was written: end the transaction (and its locks) now.
+            tx.rollback().await?;
             if row.request_hash != hash {
                 return Err(StoreError::IdempotencyMismatch);
             }

@@ -35,6 +35,9 @@ impl PostgresStore {
                 return Ok(Some(task));
             }
         }
+        // Release the user rows locked while looking, now rather than when this pooled
+        // connection is next used.
+        tx.rollback().await?;
         Ok(None)
     }
 

@@ -361,6 +361,8 @@ impl Store for SqliteStore {
             .bind(&key)
             .fetch_one(&mut *tx)
             .await?;
+            // Nothing was written: end the transaction (and its locks) now.
+            tx.rollback().await?;
             if row.request_hash != hash {
                 return Err(StoreError::IdempotencyMismatch);
             }

@@ -44,6 +44,8 @@ impl SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
+            // Give the write lock back now, not when the writer connection is next used.
+            tx.rollback().await?;
             return Ok(None);
         };
         let task: Task = row.try_into()?;

@@ -105,9 +105,11 @@ impl SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(status) = status else {
+            tx.rollback().await?;
             return Ok(None);
         };
         if matches!(status.as_str(), "queued" | "running" | "cancelling") {
+            tx.rollback().await?;
             return Err(StoreError::Conflict(format!(
                 "the task is {status}; a follow-up can be sent once it has ended"
             )));
