@@ -22,6 +22,19 @@ impl EventNotice {
         seq: 0,
     };
 
+    /// Something about the user changed (such as being disabled): their streams look again.
+    pub fn user_changed(owner_id: UserId) -> Self {
+        EventNotice {
+            task_id: TaskId(uuid::Uuid::nil()),
+            owner_id,
+            seq: -1,
+        }
+    }
+
+    pub fn is_user_change(&self) -> bool {
+        self.seq == -1
+    }
+
     /// `task:owner:seq`, the payload of a PostgreSQL notification.
     pub(crate) fn encode(&self) -> String {
         format!("{}:{}:{}", self.task_id, self.owner_id, self.seq)

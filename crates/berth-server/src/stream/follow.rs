@@ -27,6 +27,8 @@ pub enum Stopped {
     ShuttingDown,
     /// The client went away.
     Gone,
+    /// The user was disabled while the stream was open.
+    Unauthorized,
     Failed,
 }
 
@@ -70,27 +72,50 @@ impl Outbox {
     }
 }
 
+/// What woke a waiting stream.
+enum Woken {
+    /// New events may be there.
+    Events,
+    /// The user's account may have changed too (or notices were missed): check it as well.
+    Account,
+}
+
+/// Stops the stream if its user was disabled meanwhile.
+async fn still_allowed(store: &dyn Store, owner: UserId, woken: Woken) -> Result<(), Stopped> {
+    if let Woken::Account = woken {
+        let account = read_with_retries(|| store.get_account(owner)).await?;
+        if account.is_none_or(|account| account.disabled_at.is_some()) {
+            return Err(Stopped::Unauthorized);
+        }
+    }
+    Ok(())
+}
+
 /// Waits for a notice that concerns `wanted`, the poll interval, or shutdown.
 async fn wait(
     notices: &mut broadcast::Receiver<EventNotice>,
+    owner: UserId,
     wanted: impl Fn(&EventNotice) -> bool,
     shutdown: &CancellationToken,
-) -> Result<(), Stopped> {
+) -> Result<Woken, Stopped> {
     let deadline = tokio::time::sleep(POLL);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             notice = notices.recv() => match notice {
+                Ok(notice) if notice.is_user_change() && notice.owner_id == owner => {
+                    return Ok(Woken::Account);
+                }
                 Ok(notice) if wanted(&notice) || notice == EventNotice::RESYNC => {
                     // One read answers a whole burst: drop the notices already waiting.
                     while notices.try_recv().is_ok() {}
-                    return Ok(());
+                    return Ok(Woken::Events);
                 }
                 Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                Err(broadcast::error::RecvError::Lagged(_)) => return Ok(Woken::Account),
                 Err(broadcast::error::RecvError::Closed) => return Err(Stopped::ShuttingDown),
             },
-            () = &mut deadline => return Ok(()),
+            () = &mut deadline => return Ok(Woken::Account),
             () = shutdown.cancelled() => return Err(Stopped::ShuttingDown),
         }
     }
@@ -143,7 +168,14 @@ pub async fn follow_task(
                 })
                 .await;
         }
-        wait(&mut notices, |notice| notice.task_id == task_id, &shutdown).await?;
+        let woken = wait(
+            &mut notices,
+            owner,
+            |notice| notice.task_id == task_id,
+            &shutdown,
+        )
+        .await?;
+        still_allowed(store.as_ref(), owner, woken).await?;
     }
 }
 
@@ -198,6 +230,13 @@ pub async fn follow_user(
                 break;
             }
         }
-        wait(&mut notices, |notice| notice.owner_id == owner, &shutdown).await?;
+        let woken = wait(
+            &mut notices,
+            owner,
+            |notice| notice.owner_id == owner,
+            &shutdown,
+        )
+        .await?;
+        still_allowed(store.as_ref(), owner, woken).await?;
     }
 }

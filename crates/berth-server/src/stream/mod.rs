@@ -292,6 +292,10 @@ fn spawn_producer<P, F>(
                 "server shutting down; resume".to_string(),
             ),
             Err(Stopped::Gone) => return,
+            Err(Stopped::Unauthorized) => (
+                close_code::UNAUTHORIZED,
+                "the account was disabled".to_string(),
+            ),
             Err(Stopped::Failed) => (1011, "internal error; resume".to_string()),
         };
         let _ = close.send(reason);

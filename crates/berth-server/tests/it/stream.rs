@@ -528,3 +528,48 @@ async fn a_stopping_server_tells_streams_to_resume() {
         close_code::SHUTTING_DOWN
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_user_closes_their_open_streams() {
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let server = TestServer::start(&db).await;
+    let bob = server.user("bob").await;
+    let (id, _) = running_task(&server, &bob).await;
+    let mut task_stream = connect(
+        &server.base_url,
+        &format!("/v1/tasks/{id}/stream"),
+        bob.token(),
+    )
+    .await;
+    let mut list_stream = connect(&server.base_url, "/v1/stream", bob.token()).await;
+    assert!(matches!(
+        next(&mut task_stream).await,
+        Ok(StreamFrame::Subscribed { .. })
+    ));
+    assert!(matches!(
+        next(&mut list_stream).await,
+        Ok(StreamFrame::Subscribed { .. })
+    ));
+
+    let bob_id = bob.me().await.unwrap().user_id;
+    server
+        .store
+        .disable_user(bob_id)
+        .await
+        .unwrap()
+        .expect("bob exists");
+    for socket in [&mut task_stream, &mut list_stream] {
+        let code = loop {
+            match next(socket).await {
+                Ok(_) => continue,
+                Err(code) => break code,
+            }
+        };
+        assert_eq!(
+            code,
+            close_code::UNAUTHORIZED,
+            "a disabled user's stream closes at once"
+        );
+    }
+    server.stop().await;
+}

@@ -162,7 +162,13 @@ impl PostgresStore {
             .bind(user_id.0)
             .execute(&mut *tx)
             .await?;
+        let notice = crate::EventNotice::user_changed(user_id);
+        sqlx::query("SELECT pg_notify('berth_events', $1)")
+            .bind(notice.encode())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
+        self.signals.event_appended(notice);
         self.get_account_(user_id).await
     }
 

@@ -159,6 +159,8 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.signals
+            .event_appended(crate::EventNotice::user_changed(user_id));
         self.get_account_(user_id).await
     }
 
