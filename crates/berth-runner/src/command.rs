@@ -30,8 +30,17 @@ pub type ResolveHost = Arc<
         + Sync,
 >;
 
+/// The task owner's token for the repository's host, if the server holds one (their GitHub
+/// token, for the GitHub host only). It is used on the host, never inside the sandbox.
+pub type CredentialsFor = Arc<
+    dyn Fn(berth_proto::UserId, String) -> futures::future::BoxFuture<'static, Option<String>>
+        + Send
+        + Sync,
+>;
+
 pub struct SandboxCommand {
     pub resolve_host: ResolveHost,
+    pub credentials: CredentialsFor,
     pub docker: bollard::Docker,
     pub image: String,
     pub limits: Limits,
@@ -97,6 +106,9 @@ impl SandboxCommand {
             })?;
         let mut clone = tokio::process::Command::new("git");
         pin_to(&mut clone, &task.repo_url, &addresses);
+        if let Some(token) = (self.credentials)(task.owner_id, task.repo_url.clone()).await {
+            authorize(&mut clone, &task.repo_url, &token);
+        }
         clone.args(["clone", "--quiet", "--no-tags"]);
         if let Some(git_ref) = &task.git_ref {
             clone.args(["--branch", git_ref]);
@@ -253,6 +265,27 @@ fn pin_to(git: &mut tokio::process::Command, repo_url: &str, addresses: &[Socket
     }
 }
 
+/// Hands git a token for the repository's host, as HTTP Basic (`x-access-token:<token>`, which
+/// GitHub accepts). It goes through `GIT_CONFIG_*` variables: never on a command line others
+/// can read, and never into the checkout's `.git/config` that is copied into the sandbox.
+fn authorize(git: &mut tokio::process::Command, repo_url: &str, token: &str) {
+    use base64::Engine;
+    let Some(url) = url::Url::parse(repo_url)
+        .ok()
+        .filter(|url| url.scheme().starts_with("http"))
+    else {
+        return;
+    };
+    let origin = url.origin().ascii_serialization();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+    git.env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", format!("http.{origin}/.extraHeader"))
+        .env(
+            "GIT_CONFIG_VALUE_0",
+            format!("Authorization: Basic {basic}"),
+        );
+}
+
 /// The host of `ssh://user@host[:port]/path` or `user@host:path`.
 fn ssh_host(repo_url: &str) -> Option<String> {
     if let Ok(url) = url::Url::parse(repo_url) {
@@ -306,6 +339,32 @@ mod tests {
             .get_args()
             .map(|arg| arg.to_string_lossy().to_string())
             .collect()
+    }
+
+    #[test]
+    fn credentials_go_through_the_environment_scoped_to_the_host() {
+        let mut git = tokio::process::Command::new("git");
+        authorize(&mut git, "https://github.com/o/private.git", "gho_secret");
+        assert!(args_of(&git).is_empty(), "never on the command line");
+        let env: Vec<(String, String)> = git
+            .as_std()
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().to_string(),
+                    v.unwrap().to_string_lossy().to_string(),
+                )
+            })
+            .collect();
+        assert!(env.contains(&(
+            "GIT_CONFIG_KEY_0".into(),
+            "http.https://github.com/.extraHeader".into()
+        )));
+        // base64("x-access-token:gho_secret")
+        assert!(env.contains(&(
+            "GIT_CONFIG_VALUE_0".into(),
+            "Authorization: Basic eC1hY2Nlc3MtdG9rZW46Z2hvX3NlY3JldA==".into()
+        )));
     }
 
     #[test]

@@ -77,13 +77,31 @@ impl Drop for FakeGitHubOAuth {
 
 impl FakeGitHubOAuth {
     pub async fn start() -> Self {
+        Self::start_serving(None).await
+    }
+
+    /// Also serves the bare repositories under `repositories` over git's plain ("dumb") HTTP,
+    /// like private repositories on GitHub: only to a request carrying, as HTTP Basic, a token
+    /// this fake issued (`x-access-token:<token>`, as GitHub accepts).
+    pub async fn start_with_repositories(repositories: std::path::PathBuf) -> Self {
+        Self::start_serving(Some(repositories)).await
+    }
+
+    async fn start_serving(repositories: Option<std::path::PathBuf>) -> Self {
         let inner: Shared = Arc::default();
-        let app = Router::new()
+        let mut app = Router::new()
             .route("/login/oauth/access_token", post(access_token))
             .route("/login/device/code", post(device_code))
             .route("/user", get(user))
-            .route("/user/orgs", get(user_orgs))
-            .with_state(inner.clone());
+            .route("/user/orgs", get(user_orgs));
+        if let Some(root) = repositories {
+            let state = inner.clone();
+            app = app.fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
+                let (root, state) = (root.clone(), state.clone());
+                async move { private_file(&root, &state, uri.path(), &headers) }
+            });
+        }
+        let app = app.with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
@@ -279,4 +297,47 @@ async fn user_orgs(State(inner): State<Shared>, headers: HeaderMap) -> Response 
         .map(|org| json!({ "login": org }))
         .collect();
     Json(json!(orgs)).into_response()
+}
+
+/// A file of a served repository, for a caller with a token this fake issued.
+fn private_file(
+    root: &std::path::Path,
+    state: &Shared,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let presented = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Basic "))
+        .and_then(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+        })
+        .and_then(|decoded| String::from_utf8(decoded).ok());
+    let token = presented
+        .as_deref()
+        .and_then(|pair| pair.split_once(':'))
+        .map(|(_, token)| token.to_string());
+    let known = token.is_some_and(|token| state.lock().unwrap().tokens.contains_key(&token));
+    if !known {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Basic realm=\"GitHub\"")],
+            "",
+        )
+            .into_response();
+    }
+    let relative = path.trim_start_matches('/');
+    if relative
+        .split('/')
+        .any(|part| part == ".." || part.is_empty())
+    {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match std::fs::read(root.join(relative)) {
+        Ok(bytes) => bytes.into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }

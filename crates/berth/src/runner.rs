@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use berth_runner::command::SandboxCommand;
+use berth_runner::command::{CredentialsFor, SandboxCommand};
 use berth_runner::{Executor, Runner, RunnerConfig};
 use berth_sandbox::Limits;
 use berth_server::Config;
@@ -57,7 +57,7 @@ impl RunningRunner {
 
 /// The executor tasks run with: the configured command in a sandbox of the configured image,
 /// which is checked (or, for the default image, built) first.
-async fn executor(config: &Config) -> anyhow::Result<Arc<dyn Executor>> {
+async fn executor(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn Executor>> {
     let docker = berth_sandbox::connect()
         .await
         .context("the runner needs the Docker engine")?;
@@ -77,8 +77,10 @@ async fn executor(config: &Config) -> anyhow::Result<Arc<dyn Executor>> {
         let allowed = allowed.clone();
         Box::pin(async move { berth_server::accounts::resolve_repo_host(&url, &allowed).await })
     });
+    let credentials = github_credentials(config, store)?;
     Ok(Arc::new(SandboxCommand {
         resolve_host,
+        credentials,
         docker,
         image,
         limits: Limits {
@@ -92,9 +94,28 @@ async fn executor(config: &Config) -> anyhow::Result<Arc<dyn Executor>> {
     }))
 }
 
+/// The owner's GitHub token, opened with the configured key, for repositories on the GitHub
+/// host only; nothing when GitHub sign-in is not set up.
+fn github_credentials(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<CredentialsFor> {
+    let keyring =
+        berth_server::accounts::Keyring::from_config(config).map_err(anyhow::Error::msg)?;
+    let github = url::Url::parse(&config.github_web_url)
+        .ok()
+        .map(|url| url.origin());
+    Ok(Arc::new(move |owner, repo_url: String| {
+        let (keyring, github, store) = (keyring.clone(), github.clone(), store.clone());
+        Box::pin(async move {
+            let same_host = url::Url::parse(&repo_url).ok().map(|url| url.origin()) == github;
+            let keyring = keyring.filter(|_| same_host && github.is_some())?;
+            let sealed = store.get_github_token(owner).await.ok()??;
+            keyring.open(&sealed).ok()
+        })
+    }))
+}
+
 /// Starts this node's runner over `store`.
 pub async fn start(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<RunningRunner> {
-    let executor = executor(config).await?;
+    let executor = executor(config, store.clone()).await?;
     let runner_config = runner_config(config);
     let node_id = runner_config.node_id.clone();
     let runner = Runner::new(runner_config, store, executor);

@@ -221,3 +221,113 @@ async fn the_runner_refuses_a_host_that_resolves_inside() {
     store.close().await;
     assert!(terminate(&mut child).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_repository_is_cloned_with_the_owners_github_token() {
+    use berth_testkit::github_oauth::{FakeGitHubOAuth, CLIENT_ID, CLIENT_SECRET};
+
+    // A private repository "on GitHub": the fake serves it only with a token it issued.
+    let repos = tempfile::tempdir().unwrap();
+    let work = repos.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("README"), "secret project\n").unwrap();
+    let git = |args: &[&str], cwd: &std::path::Path| {
+        assert!(
+            Command::new("git")
+                .args(args)
+                .current_dir(cwd)
+                .status()
+                .unwrap()
+                .success(),
+            "git {args:?}"
+        );
+    };
+    git(&["init", "-q", "-b", "main"], &work);
+    git(&["add", "-A"], &work);
+    git(
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "initial",
+        ],
+        &work,
+    );
+    std::fs::create_dir_all(repos.path().join("octo")).unwrap();
+    git(
+        &["clone", "-q", "--bare", "../work", "private.git"],
+        &repos.path().join("octo"),
+    );
+    git(
+        &["update-server-info"],
+        &repos.path().join("octo/private.git"),
+    );
+    let github = FakeGitHubOAuth::start_with_repositories(repos.path().to_owned()).await;
+    github.add_user(77, "octo", &[]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = token(dir.path());
+    let mut server = berth(dir.path());
+    server
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
+        .env("BERTH_GITHUB_CLIENT_ID", CLIENT_ID)
+        .env("BERTH_GITHUB_CLIENT_SECRET", CLIENT_SECRET)
+        .env("BERTH_GITHUB_WEB_URL", &github.url)
+        .env("BERTH_GITHUB_API_URL", &github.url)
+        .env(
+            "BERTH_ENCRYPTION_KEY",
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        )
+        .env("BERTH_GIT_ALLOWED_HOSTS", &github.url)
+        .env(
+            "BERTH_RUNNER_COMMAND",
+            "echo bye >> README && git remote -v",
+        );
+    let (mut child, url, _) = start_server(server);
+
+    // octo signs in with GitHub; the server keeps their GitHub token, sealed.
+    let created = berth_client::device::login(&url, "test", |code| {
+        github.approve_device(&code.user_code, 77)
+    })
+    .await
+    .unwrap();
+    let octo = Client::new(&url, Some(created.token)).unwrap();
+    let repo_url = format!("{}/octo/private.git", github.url);
+    let (task, _) = octo
+        .create_task(&CreateTask::new(&repo_url, "append bye"), None)
+        .await
+        .unwrap();
+    let done = wait_for(&octo, task.id, TaskStatus::Succeeded).await;
+    assert!(done.result.has_diff);
+    let diff = String::from_utf8(octo.get_diff(task.id).await.unwrap()).unwrap();
+    assert!(diff.contains("+bye"), "{diff}");
+    // The sandbox's copy of the repository carries no credentials.
+    let events = octo.list_events(task.id, 0, None).await.unwrap().events;
+    let printed: String = events
+        .iter()
+        .filter_map(|e| e.payload["text"].as_str())
+        .collect();
+    assert!(printed.contains(&repo_url), "{printed}");
+    for issued in github.issued_tokens() {
+        assert!(
+            !printed.contains(&issued),
+            "the GitHub token never reaches the sandbox"
+        );
+    }
+
+    // Someone without a GitHub token on this server cannot clone it.
+    let stranger = Client::new(&url, Some(nobody)).unwrap();
+    let (task, _) = stranger
+        .create_task(&CreateTask::new(&repo_url, "peek"), None)
+        .await
+        .unwrap();
+    let failed = wait_for(&stranger, task.id, TaskStatus::Failed).await;
+    assert!(failed
+        .error
+        .unwrap()
+        .contains("cloning the repository failed"));
+    assert!(terminate(&mut child).success());
+}
