@@ -28,7 +28,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 const BERTH_DOES_MORE: &str = "\
 Berth does more per task than the bare statements:
   enqueue  a full task row (repo, prompt, options, typed UUIDv7 id) plus a `created` event row,
-           in one transaction, and a wake-up notice;
+           in one transaction, and a wake-up (NOTIFY on PostgreSQL);
   claim    a fairness choice (users with queued work, ordered by running count, last claim,
            oldest task), per-user and per-node capacity counts, a lease on the database clock,
            and a `running` event row with the next gap-free per-task sequence number; on
@@ -98,7 +98,7 @@ async fn compare(backend: &str, berth: BerthQueue, bare: Bare) {
     let (berth, bare) = (Arc::new(berth), Arc::new(bare));
     println!("\n{backend}: {TASKS} tasks per throughput figure, {USERS} users");
     println!(
-        "  {:<40} {:>10} {:>10} {:>11}",
+        "  {:<46} {:>10} {:>10} {:>11}",
         "figure", "Berth", "bare SQL", "Berth/bare"
     );
     row(
@@ -129,7 +129,7 @@ async fn compare(backend: &str, berth: BerthQueue, bare: Bare) {
 fn row(figure: &str, berth: f64, bare: f64) {
     let precision = if berth < 100.0 { 2 } else { 0 };
     println!(
-        "  {figure:<40} {berth:>10.precision$} {bare:>10.precision$} {:>11.2}",
+        "  {figure:<46} {berth:>10.precision$} {bare:>10.precision$} {:>11.2}",
         berth / bare
     );
 }
