@@ -206,13 +206,23 @@ impl Runner {
             .lock()
             .expect("active lock")
             .remove(&fence.task_id);
-        if let Err(err) = self.settle(&ctx, outcome, timeout).await {
-            match err {
-                StoreError::Fenced(_) => {
-                    tracing::info!(task = %fence.task_id, "attempt lost its lease; its result is dropped")
+        // A busy or briefly unreachable database must not strand a finished task until its
+        // lease runs out: the end is written again, with backoff. A fenced refusal is final.
+        let mut wait = Duration::from_millis(200);
+        for tries_left in (0..6).rev() {
+            match self.settle(&ctx, outcome.clone(), timeout).await {
+                Ok(()) => break,
+                Err(StoreError::Fenced(_)) => {
+                    tracing::info!(task = %fence.task_id, "attempt lost its lease; its result is dropped");
+                    break;
                 }
-                other => {
-                    tracing::error!(task = %fence.task_id, error = %other, "recording the end failed")
+                Err(err) if tries_left == 0 => {
+                    tracing::error!(task = %fence.task_id, error = %err, "recording the end failed; the lease will expire");
+                }
+                Err(err) => {
+                    tracing::warn!(task = %fence.task_id, error = %err, "recording the end failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
                 }
             }
         }

@@ -41,8 +41,17 @@ pub struct TestDb {
     pub dir: tempfile::TempDir,
 }
 
+/// Runner warnings go to the test's output, so a failure says what the runner saw.
+fn show_warnings() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_test_writer()
+        .try_init();
+}
+
 impl TestDb {
     pub async fn new(backend: Backend) -> Self {
+        show_warnings();
         let dir = tempfile::tempdir().unwrap();
         let url = match &backend {
             Backend::Sqlite => None,
