@@ -24,8 +24,11 @@ pub enum StopReason {
 /// How an attempt ended, as the executor saw it.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    /// The work is done.
-    Succeeded { diff: Option<Vec<u8>> },
+    /// The work is done; `published` says where it was pushed, if it was.
+    Succeeded {
+        diff: Option<Vec<u8>>,
+        published: Option<Published>,
+    },
     /// The task itself failed (the agent gave up, a budget ran out): not retried.
     Failed {
         reason: String,
@@ -37,6 +40,32 @@ pub enum Outcome {
     /// The executor stopped because it was asked to (see [`Context::stop_reason`]); it keeps
     /// whatever work was done so far.
     Stopped { diff: Option<Vec<u8>> },
+}
+
+/// Where a finished task's change went: a pushed branch and, if one was opened, its pull
+/// request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    pub branch: Option<String>,
+    pub pull_request_url: Option<String>,
+}
+
+impl Outcome {
+    /// Succeeded, with nothing published.
+    pub fn succeeded(diff: Option<Vec<u8>>) -> Self {
+        Outcome::Succeeded {
+            diff,
+            published: None,
+        }
+    }
+
+    /// Failed for a reason of the task's own, with no work to keep.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+            diff: None,
+        }
+    }
 }
 
 /// What an executor gets with each attempt.

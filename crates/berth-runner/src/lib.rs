@@ -6,6 +6,7 @@
 mod backoff;
 pub mod command;
 mod executor;
+pub mod git;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
-pub use executor::{Context, Executor, Outcome, StopReason};
+pub use executor::{Context, Executor, Outcome, Published, StopReason};
 
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -269,10 +270,14 @@ impl Runner {
         let store = &self.store;
         match (ctx.stop_reason(), outcome) {
             (Some(StopReason::LeaseLost), _) => Err(StoreError::Fenced(fence.task_id)),
-            (_, Outcome::Succeeded { diff }) => {
-                store
-                    .finish_task(fence, end(TaskStatus::Succeeded, None, diff))
-                    .await
+            (_, Outcome::Succeeded { diff, published }) => {
+                let published = published.unwrap_or_default();
+                let end = TaskEnd {
+                    branch: published.branch,
+                    pull_request_url: published.pull_request_url,
+                    ..end(TaskStatus::Succeeded, None, diff)
+                };
+                store.finish_task(fence, end).await
             }
             (_, Outcome::Failed { reason, diff }) => {
                 store

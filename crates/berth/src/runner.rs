@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use berth_runner::command::{CredentialsFor, SandboxCommand};
+use berth_runner::command::SandboxCommand;
+use berth_runner::git::{CredentialsFor, GitAccess, ResolveHost};
 use berth_runner::{Executor, Runner, RunnerConfig};
 use berth_sandbox::Limits;
 use berth_server::Config;
@@ -73,14 +74,17 @@ async fn executor(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<
         }
     };
     let allowed = config.allowed_hosts();
-    let resolve_host: berth_runner::command::ResolveHost = Arc::new(move |url: String| {
+    let resolve_host: ResolveHost = Arc::new(move |url: String| {
         let allowed = allowed.clone();
         Box::pin(async move { berth_server::accounts::resolve_repo_host(&url, &allowed).await })
     });
     let credentials = github_credentials(config, store)?;
     Ok(Arc::new(SandboxCommand {
-        resolve_host,
-        credentials,
+        git: GitAccess {
+            resolve_host,
+            credentials,
+            work_dir: config.data_dir.join("work"),
+        },
         docker,
         image,
         limits: Limits {
@@ -90,7 +94,6 @@ async fn executor(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<
         },
         command: config.runner_command.clone(),
         command_timeout: Duration::from_secs(config.max_timeout_secs),
-        work_dir: config.data_dir.join("work"),
     }))
 }
 

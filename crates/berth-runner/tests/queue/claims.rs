@@ -46,7 +46,7 @@ async fn ten_thousand_tasks_complete_exactly_once(backend: Backend) {
         )
         .await
         .unwrap();
-        Outcome::Succeeded { diff: None }
+        Outcome::succeeded(None)
     });
     let mut running = Vec::new();
     for n in 0..runners {

@@ -31,7 +31,7 @@ async fn one_users_backlog_does_not_starve_another(backend: Backend) {
             order.lock().unwrap().push(task.id);
             async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Outcome::Succeeded { diff: None }
+                Outcome::succeeded(None)
             }
         })
     };
@@ -74,7 +74,7 @@ async fn per_user_limit_caps_concurrency(backend: Backend) {
                 }
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 running.lock().unwrap().get_mut(&task.owner_id).unwrap().0 -= 1;
-                Outcome::Succeeded { diff: None }
+                Outcome::succeeded(None)
             }
         })
     };

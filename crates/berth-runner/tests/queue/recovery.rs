@@ -68,7 +68,7 @@ async fn a_draining_runner_hands_tasks_back(backend: Backend) {
         .unwrap()
         .contains("runner leaving shut down"));
 
-    let quick = Scripted::new(|_task, _ctx| async { Outcome::Succeeded { diff: None } });
+    let quick = Scripted::new(|_task, _ctx| async { Outcome::succeeded(None) });
     let next = RunningRunner::start(quick_config("arriving"), db.open().await, quick);
     eventually(
         Duration::from_secs(30),
@@ -97,7 +97,7 @@ async fn claims_go_on_after_the_listen_connection_is_killed() {
     let db = TestDb::new(backend).await;
     let store = db.open().await;
     let owner = store.upsert_user("alice").await.unwrap().id;
-    let executor = Scripted::new(|_task, _ctx| async { Outcome::Succeeded { diff: None } });
+    let executor = Scripted::new(|_task, _ctx| async { Outcome::succeeded(None) });
     let runner = RunningRunner::start(quick_config("node"), db.open().await, executor.clone());
 
     let mut admin = sqlx::PgConnection::connect(db.url.as_ref().unwrap())
