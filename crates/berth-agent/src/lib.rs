@@ -1,1 +1,8 @@
-//! berth-agent
+//! Berth's agent. The brain stays outside the sandbox: the model loop runs in the runner,
+//! speaking to a model provider, and only the tool calls run in the task's container.
+
+pub mod anthropic;
+pub mod model;
+pub mod openai;
+
+pub use model::{Block, Message, Provider, ProviderError, RetryPolicy, Role, Tool, TurnRequest};
