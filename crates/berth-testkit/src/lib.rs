@@ -1,2 +1,3 @@
-//! berth-testkit
+//! Fakes of the services outside the machine, speaking their real protocols over loopback.
+pub mod anthropic;
 pub mod github_oauth;
