@@ -4,5 +4,7 @@
 pub mod anthropic;
 pub mod model;
 pub mod openai;
+pub mod prices;
+pub mod redact;
 
 pub use model::{Block, Message, Provider, ProviderError, RetryPolicy, Role, Tool, TurnRequest};
