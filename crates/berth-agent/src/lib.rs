@@ -6,5 +6,6 @@ pub mod model;
 pub mod openai;
 pub mod prices;
 pub mod redact;
+pub mod tools;
 
 pub use model::{Block, Message, Provider, ProviderError, RetryPolicy, Role, Tool, TurnRequest};

@@ -92,7 +92,18 @@ mod tests {
         assert!((sonnet.cost(&usage) - (3.0 + 1.5 + 0.3)).abs() < 1e-9);
         assert_eq!(table.price("claude-opus-4-1-20250805").unwrap().input, 15.0);
         assert_eq!(table.price("llama-3.1-8b"), None);
-        let local = BTreeMap::from([("llama".to_string(), Price { input: 0.0, output: 0.0, cache_write: 0.0, cache_read: 0.0 })]);
-        assert_eq!(table.with(&local).price("llama-3.1-8b").unwrap().output, 0.0);
+        let local = BTreeMap::from([(
+            "llama".to_string(),
+            Price {
+                input: 0.0,
+                output: 0.0,
+                cache_write: 0.0,
+                cache_read: 0.0,
+            },
+        )]);
+        assert_eq!(
+            table.with(&local).price("llama-3.1-8b").unwrap().output,
+            0.0
+        );
     }
 }

@@ -184,7 +184,10 @@ mod tests {
                 out += &stream.push(&bytes[split..second]);
                 out += &stream.push(&bytes[second..]);
                 out += &stream.finish();
-                assert_eq!(out, "before [REDACTED] after é [REDACTED]", "split at {split}/{second}");
+                assert_eq!(
+                    out, "before [REDACTED] after é [REDACTED]",
+                    "split at {split}/{second}"
+                );
             }
         }
     }

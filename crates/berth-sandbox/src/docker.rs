@@ -360,6 +360,28 @@ impl Sandbox for DockerSandbox {
         })
     }
 
+    async fn put_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+        let (dir, name) = path
+            .rsplit_once('/')
+            .filter(|(_, name)| !name.is_empty())
+            .ok_or_else(|| SandboxError::Other(format!("{path} is not a file path")))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(1000);
+        header.set_gid(1000);
+        header.set_mtime(0);
+        let mut archive = tar::Builder::new(Vec::new());
+        archive.append_data(&mut header, name, contents)?;
+        let archive = archive.into_inner()?;
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let options = UploadToContainerOptionsBuilder::default().path(dir).build();
+        self.docker
+            .upload_to_container(&self.id, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(engine_error)
+    }
+
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
         let options = DownloadFromContainerOptionsBuilder::default()
             .path(path)

@@ -166,6 +166,10 @@ pub trait Sandbox: Send + Sync {
         request: &ExecRequest,
         on_output: &mut (dyn for<'b> FnMut(Stream, &'b [u8]) + Send),
     ) -> Result<ExecResult, SandboxError>;
+    /// Writes a new file owned by the sandbox user (mode 0644) into an existing directory.
+    /// It is written by the engine, not by the sandbox user: callers write only to fresh
+    /// names in directories they control, and move the file with a command from there.
+    async fn put_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
     /// Reads a file of the container (binary-safe).
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError>;
     /// The change in `/workspace` against its `HEAD` commit, as a binary git diff with new,
