@@ -412,7 +412,6 @@ mod tests {
             "src/a.rs",
             "/workspace/../etc/passwd",
             "/workspaces/x",
-            "/workspace/./a",
         ] {
             assert!(workspace_path(bad).is_err(), "{bad}");
         }
