@@ -305,6 +305,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_messages(&self, task_id: TaskId) -> Result<Vec<serde_json::Value>>;
     /// Adds one model turn's tokens and cost to the task's totals, fenced by the attempt.
     async fn add_usage(&self, fence: Fence, usage: &berth_proto::Usage) -> Result<()>;
+    /// Stores the task's diff so far (served by the diff endpoint while it runs, and the
+    /// workspace the next attempt restores), fenced by the attempt; empty removes it.
+    async fn save_diff(&self, fence: Fence, diff: &[u8]) -> Result<()>;
     /// Remembers the commit the task's work starts from (set once, by its first attempt).
     async fn set_base_commit(&self, fence: Fence, commit: &str) -> Result<()>;
     /// The runner's view of a task it holds: base commit and a follow-up prompt, if any.

@@ -584,6 +584,10 @@ impl Store for PostgresStore {
         self.usage(fence, usage).await
     }
 
+    async fn save_diff(&self, fence: Fence, diff: &[u8]) -> Result<()> {
+        self.checkpoint(fence, diff).await
+    }
+
     async fn set_base_commit(&self, fence: Fence, commit: &str) -> Result<()> {
         self.base_commit(fence, commit).await
     }

@@ -62,6 +62,42 @@ impl PostgresStore {
         }
     }
 
+    /// Keeps the work so far while a task runs: a crash loses at most the current step.
+    /// An empty diff removes the stored one.
+    pub(super) async fn checkpoint(&self, fence: Fence, diff: &[u8]) -> Result<()> {
+        let mut tx = self.write().await?;
+        let held = sqlx::query(&format!(
+            "UPDATE tasks SET has_diff = $3 WHERE id = $1 {HELD}"
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .bind(!diff.is_empty())
+        .execute(&mut *tx)
+        .await?;
+        if held.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Fenced(fence.task_id));
+        }
+        if diff.is_empty() {
+            sqlx::query("DELETE FROM task_diffs WHERE task_id = $1")
+                .bind(fence.task_id.0)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(concat!(
+                "INSERT INTO task_diffs (task_id, diff, created_at) VALUES ($1, $2, ",
+                now!(),
+                ") ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff"
+            ))
+            .bind(fence.task_id.0)
+            .bind(diff)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn base_commit(&self, fence: Fence, commit: &str) -> Result<()> {
         let updated = sqlx::query(&format!(
             "UPDATE tasks SET base_commit = COALESCE(base_commit, $3) WHERE id = $1 {HELD}"
