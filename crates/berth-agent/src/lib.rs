@@ -2,10 +2,14 @@
 //! speaking to a model provider, and only the tool calls run in the task's container.
 
 pub mod anthropic;
+mod conversation;
 pub mod model;
 pub mod openai;
 pub mod prices;
+pub mod prompt;
+pub mod publish;
 pub mod redact;
+pub mod run;
 pub mod tools;
 
 pub use model::{Block, Message, Provider, ProviderError, RetryPolicy, Role, Tool, TurnRequest};

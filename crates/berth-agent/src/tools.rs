@@ -273,25 +273,23 @@ impl Toolbox<'_> {
             Read::Directory(_) => return Ok(Err(format!("{path} is a directory."))),
             Read::Problem(message) => return Ok(Err(message)),
         };
-        let mut lines: Vec<&str> = contents.split_inclusive('\n').collect();
+        let lines: Vec<&str> = contents.split_inclusive('\n').collect();
         if after > lines.len() {
             return Ok(Err(format!(
                 "insert_line {after} is past the end: {path} has {} lines.",
                 lines.len()
             )));
         }
-        let mut block = text.to_string();
-        if !block.ends_with('\n') {
-            block.push('\n');
-        }
+        let mut updated = lines[..after].concat();
         // A last line without a newline gets one before text is added after it.
-        let mut fixed_last = String::new();
-        if after == lines.len() && after > 0 && !lines[after - 1].ends_with('\n') {
-            fixed_last = format!("{}\n", lines[after - 1]);
-            lines[after - 1] = &fixed_last;
+        if !updated.is_empty() && !updated.ends_with('\n') {
+            updated.push('\n');
         }
-        lines.insert(after, &block);
-        let updated = lines.concat();
+        updated.push_str(text);
+        if !text.ends_with('\n') {
+            updated.push('\n');
+        }
+        updated.push_str(&lines[after..].concat());
         Ok(self.write(path, &updated).await?.map(|()| {
             format!(
                 "Inserted {} line(s) after line {after} of {path}.",

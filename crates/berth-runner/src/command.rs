@@ -202,4 +202,3 @@ fn infrastructure(err: SandboxError) -> Outcome {
 fn node_of(ctx: &Context) -> String {
     ctx.node_id.clone()
 }
-

@@ -56,7 +56,9 @@ impl GitAccess {
             .map_err(|err| machine(err.to_string()))?;
         let addresses = (self.resolve_host)(task.repo_url.clone())
             .await
-            .map_err(|reason| Outcome::failed(format!("the repository's host was refused: {reason}")))?;
+            .map_err(|reason| {
+                Outcome::failed(format!("the repository's host was refused: {reason}"))
+            })?;
         let token = (self.credentials)(task.owner_id, task.repo_url.clone()).await;
         let checkout = Checkout {
             dir,
@@ -113,7 +115,21 @@ impl Checkout {
 
     /// Like [`Checkout::git`], returning trimmed stdout, or the failure in words.
     pub async fn git_text(&self, args: &[&str]) -> Result<String, String> {
-        let output = self.git(args).await.map_err(|_| "cannot run git".to_string())?;
+        self.git_text_with(&[], args).await
+    }
+
+    /// [`Checkout::git_text`] with extra environment (a scratch index, an author).
+    pub async fn git_text_with(
+        &self,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<String, String> {
+        let mut command = tokio::process::Command::new("git");
+        command.arg("-C").arg(self.path()).args(args);
+        command.envs(env.iter().copied());
+        let output = run(&mut command)
+            .await
+            .map_err(|_| "cannot run git".to_string())?;
         text_of(output, args)
     }
 

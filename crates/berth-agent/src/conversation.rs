@@ -1,0 +1,434 @@
+//! One request's conversation with the model: resume what is stored, then turn after turn,
+//! store the model's message, carry out its tool calls, store their results — until the
+//! model ends, a budget is spent, or the attempt is asked to stop.
+
+use berth_proto::{EventKind, Task, Usage};
+use berth_runner::Context;
+use berth_sandbox::{Sandbox, Stream};
+use berth_store::StoreError;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::model::{Block, Message, Provider, ProviderError, Role, TokenUsage, Tool, TurnRequest};
+use crate::prices::Price;
+use crate::redact::{Redactor, StreamRedactor};
+use crate::run::AgentSettings;
+use crate::tools::Toolbox;
+
+/// Output of one command kept as events, at most; the rest is cut and said so.
+const MAX_EVENT_OUTPUT: usize = 1 << 20;
+/// Characters of a tool result shown in its event (the model gets it whole).
+const MAX_EVENT_RESULT: usize = 64 << 10;
+
+/// How a conversation ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// The model finished; `summary` is what it said last.
+    Done {
+        summary: String,
+    },
+    Budget(String),
+    /// The model API refused the request: retrying will not help.
+    Refused(String),
+    /// The model API kept failing: worth another attempt later.
+    Unavailable(String),
+    /// The sandbox or the database failed.
+    Machine(String),
+    Stopped,
+}
+
+pub struct Conversation<'a> {
+    pub provider: &'a dyn Provider,
+    pub settings: &'a AgentSettings,
+    pub task: &'a Task,
+    pub ctx: &'a Context,
+    pub sandbox: &'a dyn Sandbox,
+    pub redactor: &'a Redactor,
+    pub model: &'a str,
+    pub price: Option<Price>,
+}
+
+/// The transcript as stored (with each turn's usage) and as sent.
+#[derive(Default)]
+struct Transcript {
+    stored: Vec<Value>,
+    messages: Vec<Message>,
+}
+
+impl Conversation<'_> {
+    pub async fn run(&self) -> Ending {
+        match self.converse().await {
+            Ok(ending) => ending,
+            Err(StoreError::Fenced(_)) => Ending::Stopped,
+            Err(err) => Ending::Machine(format!("the database failed: {err}")),
+        }
+    }
+
+    async fn converse(&self) -> Result<Ending, StoreError> {
+        let mut transcript = self.resume().await?;
+        if let Some(last) = transcript.messages.last() {
+            if last.role == Role::Assistant {
+                // The model had already finished when the last attempt ended.
+                return Ok(Ending::Done {
+                    summary: text_of(last),
+                });
+            }
+        }
+        let system = crate::prompt::system_prompt(self.task, self.settings.command_timeout);
+        let toolbox = Toolbox {
+            sandbox: self.sandbox,
+            command_timeout: self.settings.command_timeout,
+        };
+        loop {
+            if let Some(reason) = self.budget_spent(&transcript.stored) {
+                return Ok(Ending::Budget(reason));
+            }
+            let request = TurnRequest {
+                model: self.model,
+                system: &system,
+                messages: &transcript.messages,
+                tools: &Tool::ALL,
+                max_tokens: self.settings.max_tokens_per_turn,
+            };
+            let answer = tokio::select! {
+                answer = self.provider.turn(&request) => answer,
+                () = self.ctx.stop.cancelled() => return Ok(Ending::Stopped),
+            };
+            let turn = match answer {
+                Ok(turn) => turn,
+                Err(err @ ProviderError::Refused { .. }) => {
+                    return Ok(Ending::Refused(err.to_string()))
+                }
+                Err(err @ ProviderError::Unavailable(_)) => {
+                    return Ok(Ending::Unavailable(err.to_string()))
+                }
+            };
+            let cost = self.price.map_or(0.0, |price| price.cost(&turn.usage));
+            self.count(&turn.usage, cost).await?;
+            let content = self.redact_blocks(turn.message.content);
+            let message = Message {
+                role: Role::Assistant,
+                content,
+            };
+            let record = json!({
+                "role": "assistant",
+                "content": message.content,
+                "stop_reason": turn.stop_reason,
+                "usage": usage_json(&turn.usage, cost),
+            });
+            self.ctx
+                .store
+                .append_message(self.ctx.fence, record.clone())
+                .await?;
+            for block in &message.content {
+                if let Block::Text { text } = block {
+                    self.ctx
+                        .emit(EventKind::AssistantText, json!({ "text": text }))
+                        .await?;
+                }
+            }
+            let calls: Vec<(String, String, Value)> = message
+                .tool_uses()
+                .map(|(id, name, input)| (id.to_string(), name.to_string(), input.clone()))
+                .collect();
+            let summary = text_of(&message);
+            transcript.stored.push(record);
+            transcript.messages.push(message);
+            if calls.is_empty() {
+                return Ok(Ending::Done { summary });
+            }
+            let mut results = Vec::new();
+            let mut changed = false;
+            for (id, name, input) in calls {
+                self.ctx
+                    .emit(
+                        EventKind::ToolCall,
+                        json!({"id": id, "name": name, "input": input}),
+                    )
+                    .await?;
+                let output = OutputEvents::start(self.ctx, self.redactor, &id);
+                let mut sink = output.sink();
+                let ran = tokio::select! {
+                    ran = toolbox.run(&name, &input, &mut sink) => Some(ran),
+                    () = self.ctx.stop.cancelled() => None,
+                };
+                drop(sink);
+                output.finish().await;
+                let Some(ran) = ran else {
+                    return Ok(Ending::Stopped);
+                };
+                let output = match ran {
+                    Ok(output) => output,
+                    Err(err) => return Ok(Ending::Machine(format!("the sandbox failed: {err}"))),
+                };
+                let content = self.redactor.text(&output.content);
+                let shown: String = content.chars().take(MAX_EVENT_RESULT).collect();
+                self.ctx
+                    .emit(
+                        EventKind::ToolResult,
+                        json!({"tool_use_id": id, "content": shown, "is_error": output.is_error}),
+                    )
+                    .await?;
+                changed |= !(name == Tool::Editor.name() && input["command"] == "view");
+                results.push(Block::ToolResult {
+                    tool_use_id: id,
+                    content,
+                    is_error: output.is_error,
+                });
+            }
+            self.append_user(&mut transcript, results).await?;
+            if changed {
+                self.checkpoint().await?;
+            }
+        }
+    }
+
+    /// Loads the stored transcript and makes it one the API accepts: tool calls an earlier
+    /// attempt never answered get error results, and a waiting prompt (the task's own, or a
+    /// follow-up) is added.
+    async fn resume(&self) -> Result<Transcript, StoreError> {
+        let stored = self.ctx.store.list_messages(self.task.id).await?;
+        let mut transcript = Transcript::default();
+        for record in stored {
+            let message: Message = serde_json::from_value(record.clone()).map_err(|err| {
+                StoreError::Corrupt(format!("a stored message is unreadable: {err}"))
+            })?;
+            transcript.stored.push(record);
+            transcript.messages.push(message);
+        }
+        let mut blocks: Vec<Block> = match transcript.messages.last() {
+            Some(last) if last.role == Role::Assistant => last
+                .tool_uses()
+                .map(|(id, _, _)| Block::ToolResult {
+                    tool_use_id: id.to_string(),
+                    content: "This tool call was not carried out to the end: the run was \
+                              interrupted. Check the workspace before repeating it."
+                        .to_string(),
+                    is_error: true,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let pending = self
+            .ctx
+            .store
+            .work_state(self.task.id)
+            .await?
+            .pending_prompt;
+        if transcript.messages.is_empty() {
+            blocks.push(Block::Text {
+                text: self.task.prompt.clone(),
+            });
+        } else if let Some(prompt) = pending {
+            blocks.push(Block::Text { text: prompt });
+        }
+        if !blocks.is_empty() {
+            let blocks = self.redact_blocks(blocks);
+            self.append_user(&mut transcript, blocks).await?;
+        }
+        Ok(transcript)
+    }
+
+    async fn append_user(
+        &self,
+        transcript: &mut Transcript,
+        content: Vec<Block>,
+    ) -> Result<(), StoreError> {
+        let message = Message {
+            role: Role::User,
+            content,
+        };
+        let record = serde_json::to_value(&message).expect("messages serialize");
+        self.ctx
+            .store
+            .append_message(self.ctx.fence, record.clone())
+            .await?;
+        transcript.stored.push(record);
+        transcript.messages.push(message);
+        Ok(())
+    }
+
+    async fn count(&self, usage: &TokenUsage, cost: f64) -> Result<(), StoreError> {
+        let totals = Usage {
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            cache_write_tokens: usage.cache_write,
+            cache_read_tokens: usage.cache_read,
+            cost_usd: cost,
+        };
+        self.ctx.store.add_usage(self.ctx.fence, &totals).await?;
+        self.ctx
+            .emit(EventKind::Usage, usage_json(usage, cost))
+            .await?;
+        Ok(())
+    }
+
+    /// Stores the diff so far, so that a crash loses at most one step.
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        match self.sandbox.diff().await {
+            Ok(diff) => self.ctx.store.save_diff(self.ctx.fence, &diff).await,
+            Err(err) => {
+                tracing::info!(task = %self.task.id, error = %err, "no checkpoint of the diff");
+                Ok(())
+            }
+        }
+    }
+
+    fn redact_blocks(&self, blocks: Vec<Block>) -> Vec<Block> {
+        let value = serde_json::to_value(&blocks).expect("blocks serialize");
+        serde_json::from_value(self.redactor.json(&value))
+            .expect("redacted blocks keep their shape")
+    }
+
+    /// Why the current request may not take another turn, if it may not. Budgets count from
+    /// the request's prompt (the task's, or the latest follow-up), one turn at a time: the
+    /// turn that crosses a limit finishes.
+    fn budget_spent(&self, stored: &[Value]) -> Option<String> {
+        let start = stored
+            .iter()
+            .rposition(|record| {
+                record["role"] == "user"
+                    && record["content"]
+                        .as_array()
+                        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "text"))
+            })
+            .unwrap_or(0);
+        let turns: Vec<&Value> = stored[start..]
+            .iter()
+            .filter(|r| r["role"] == "assistant")
+            .collect();
+        let budget = &self.task.budget;
+        let max_turns = budget.max_turns.unwrap_or(self.settings.max_turns);
+        if turns.len() as u64 >= u64::from(max_turns) {
+            return Some(format!("stopped at its budget of {max_turns} turns"));
+        }
+        let tokens: u64 = turns
+            .iter()
+            .map(|r| r["usage"]["total_tokens"].as_u64().unwrap_or(0))
+            .sum();
+        if let Some(max) = budget.max_tokens.filter(|max| tokens >= *max) {
+            return Some(format!(
+                "stopped at its budget of {max} tokens ({tokens} used)"
+            ));
+        }
+        let cost: f64 = turns
+            .iter()
+            .map(|r| r["usage"]["cost_usd"].as_f64().unwrap_or(0.0))
+            .sum();
+        if let Some(max) = budget.max_usd.filter(|max| cost >= *max) {
+            return Some(format!(
+                "stopped at its budget of ${max:.2} (${cost:.4} spent)"
+            ));
+        }
+        None
+    }
+}
+
+fn usage_json(usage: &TokenUsage, cost: f64) -> Value {
+    json!({
+        "input_tokens": usage.input,
+        "output_tokens": usage.output,
+        "cache_write_tokens": usage.cache_write,
+        "cache_read_tokens": usage.cache_read,
+        "total_tokens": usage.total(),
+        "cost_usd": cost,
+    })
+}
+
+fn text_of(message: &Message) -> String {
+    let texts: Vec<&str> = message
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            Block::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    texts.join("\n")
+}
+
+/// Streams a command's output as `command_output` events while it runs, redacted (a secret
+/// split between two chunks included) and bounded.
+pub struct OutputEvents {
+    sender: Option<mpsc::UnboundedSender<(Stream, Vec<u8>)>>,
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+impl OutputEvents {
+    pub fn start(ctx: &Context, redactor: &Redactor, tool_use_id: &str) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let forwarder = tokio::spawn(forward(
+            ctx.clone(),
+            redactor.clone(),
+            tool_use_id.to_string(),
+            receiver,
+        ));
+        Self {
+            sender: Some(sender),
+            forwarder,
+        }
+    }
+
+    /// What the sandbox calls with each chunk.
+    pub fn sink(&self) -> impl FnMut(Stream, &[u8]) + Send + 'static {
+        let sender = self.sender.clone().expect("sink taken before finish");
+        move |stream, bytes| {
+            let _ = sender.send((stream, bytes.to_vec()));
+        }
+    }
+
+    /// Waits until everything sent is stored. Drop every sink first.
+    pub async fn finish(mut self) {
+        self.sender.take();
+        let _ = (&mut self.forwarder).await;
+    }
+}
+
+async fn forward(
+    ctx: Context,
+    redactor: Redactor,
+    tool_use_id: String,
+    mut receiver: mpsc::UnboundedReceiver<(Stream, Vec<u8>)>,
+) {
+    let mut stdout = StreamRedactor::new(redactor.clone());
+    let mut stderr = StreamRedactor::new(redactor);
+    let mut kept = 0usize;
+    let mut cut = false;
+    let emit = |stream: &str, text: String| {
+        let ctx = ctx.clone();
+        let payload = json!({"tool_use_id": tool_use_id, "stream": stream, "text": text});
+        async move {
+            if text_is_empty(&payload) {
+                return Ok(());
+            }
+            ctx.emit(EventKind::CommandOutput, payload).await.map(drop)
+        }
+    };
+    while let Some((stream, bytes)) = receiver.recv().await {
+        if kept >= MAX_EVENT_OUTPUT {
+            cut = true;
+            continue;
+        }
+        kept += bytes.len();
+        let (name, text) = match stream {
+            Stream::Stdout => ("stdout", stdout.push(&bytes)),
+            Stream::Stderr => ("stderr", stderr.push(&bytes)),
+        };
+        if emit(name, text).await.is_err() {
+            return;
+        }
+    }
+    let _ = emit("stdout", stdout.finish()).await;
+    let _ = emit("stderr", stderr.finish()).await;
+    if cut {
+        let _ = emit(
+            "stderr",
+            "\n[output past 1 MiB was not kept as events]\n".to_string(),
+        )
+        .await;
+    }
+}
+
+fn text_is_empty(payload: &Value) -> bool {
+    payload["text"].as_str().is_some_and(str::is_empty)
+}
