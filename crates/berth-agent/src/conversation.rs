@@ -148,10 +148,12 @@ impl Conversation<'_> {
                     .await?;
                 let output = OutputEvents::start(self.ctx, self.redactor, &id);
                 let mut sink = output.sink();
+                let started = std::time::Instant::now();
                 let ran = tokio::select! {
                     ran = toolbox.run(&name, &input, &mut sink) => Some(ran),
                     () = self.ctx.stop.cancelled() => None,
                 };
+                let took = started.elapsed();
                 drop(sink);
                 output.finish().await;
                 let Some(ran) = ran else {
@@ -166,7 +168,12 @@ impl Conversation<'_> {
                 self.ctx
                     .emit(
                         EventKind::ToolResult,
-                        json!({"tool_use_id": id, "content": shown, "is_error": output.is_error}),
+                        json!({
+                            "tool_use_id": id,
+                            "content": shown,
+                            "is_error": output.is_error,
+                            "duration_ms": took.as_secs_f64() * 1000.0,
+                        }),
                     )
                     .await?;
                 changed |= !(name == Tool::Editor.name() && input["command"] == "view");

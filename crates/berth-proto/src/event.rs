@@ -16,9 +16,9 @@ pub enum EventKind {
     AssistantText,
     /// `{"id", "name", "input"}`: the model asked for a tool.
     ToolCall,
-    /// `{"tool_use_id", "content", "is_error"}`
+    /// `{"tool_use_id", "content", "is_error", "duration_ms"}`
     ToolResult,
-    /// `{"stream": "stdout"|"stderr", "text"}`: output of a command as it runs.
+    /// `{"tool_use_id"?, "stream": "stdout"|"stderr", "text"}`: output of a command as it runs.
     CommandOutput,
     /// Token counts of one model turn.
     Usage,

@@ -1,6 +1,7 @@
 //! Server configuration, in layers: defaults, then `berth.toml`, then `BERTH_*` environment
 //! variables, then command-line flags; then validation with messages a person can act on.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,14 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::repo_url::AllowedHost;
+
+/// The API the agent talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentProvider {
+    Anthropic,
+    Openai,
+}
 
 /// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +73,36 @@ pub struct Config {
     pub runner_lease_secs: u64,
     /// On shutdown, how long running tasks may go on before they are handed back, in seconds.
     pub runner_drain_grace_secs: u64,
-    /// The command a runner runs in each task's sandbox, until the agent takes over.
-    pub runner_command: String,
+    /// A fixed command to run in each task's sandbox instead of the agent (batch jobs, tests).
+    pub runner_command: Option<String>,
+    /// `anthropic` (the Messages API) or `openai` (any OpenAI-compatible chat API).
+    pub agent_provider: AgentProvider,
+    /// The model of tasks that name none.
+    pub agent_model: String,
+    /// Turns one request may take unless its task's budget says otherwise.
+    pub agent_max_turns: u32,
+    /// Most tokens the model may write in one turn.
+    pub agent_max_output_tokens: u32,
+    /// Longest one command of the agent may run.
+    pub agent_command_timeout_secs: u64,
+    /// Also read from `ANTHROPIC_API_KEY`.
+    pub anthropic_api_key: Option<Secret>,
+    /// Also read from `ANTHROPIC_BASE_URL`.
+    pub anthropic_base_url: String,
+    pub anthropic_version: String,
+    /// Such as `http://127.0.0.1:8080/v1` for a llama.cpp server.
+    pub openai_base_url: String,
+    pub openai_api_key: Option<Secret>,
+    /// Commands run in the sandbox before the agent starts, by repository URL prefix.
+    pub setup_commands: BTreeMap<String, String>,
+    /// Prices per million tokens by model name prefix, added to the built-in table.
+    pub prices: BTreeMap<String, berth_agent::prices::Price>,
+    /// More values to mask in everything stored or streamed.
+    pub redact_secrets: Vec<Secret>,
+    /// A token for pushing and pull requests on the GitHub host when a task's owner has none.
+    pub github_token: Option<Secret>,
+    pub git_author_name: String,
+    pub git_author_email: String,
     /// The sandbox image; the default is built on this machine by `berth image build`.
     pub sandbox_image: Option<String>,
     /// Memory of one sandbox, in MiB (no swap on top).
@@ -137,7 +174,23 @@ impl Default for Config {
             runner_per_user_limit: 2,
             runner_lease_secs: 30,
             runner_drain_grace_secs: 30,
-            runner_command: "git log -1 --oneline && git status --short".to_string(),
+            runner_command: None,
+            agent_provider: AgentProvider::Anthropic,
+            agent_model: "claude-sonnet-4-5".to_string(),
+            agent_max_turns: 100,
+            agent_max_output_tokens: 16_000,
+            agent_command_timeout_secs: 600,
+            anthropic_api_key: None,
+            anthropic_base_url: berth_agent::anthropic::DEFAULT_BASE_URL.to_string(),
+            anthropic_version: berth_agent::anthropic::DEFAULT_VERSION.to_string(),
+            openai_base_url: "http://127.0.0.1:8080/v1".to_string(),
+            openai_api_key: None,
+            setup_commands: BTreeMap::new(),
+            prices: BTreeMap::new(),
+            redact_secrets: Vec::new(),
+            github_token: None,
+            git_author_name: "Berth".to_string(),
+            git_author_email: "berth@localhost".to_string(),
             sandbox_image: None,
             sandbox_memory_mb: 2048,
             sandbox_cpus: 1.0,
@@ -184,6 +237,22 @@ const ENV_KEYS: &[&str] = &[
     "runner_lease_secs",
     "runner_drain_grace_secs",
     "runner_command",
+    "agent_provider",
+    "agent_model",
+    "agent_max_turns",
+    "agent_max_output_tokens",
+    "agent_command_timeout_secs",
+    "anthropic_api_key",
+    "anthropic_base_url",
+    "anthropic_version",
+    "openai_base_url",
+    "openai_api_key",
+    "setup_commands",
+    "prices",
+    "redact_secrets",
+    "github_token",
+    "git_author_name",
+    "git_author_email",
     "sandbox_image",
     "sandbox_memory_mb",
     "sandbox_cpus",
@@ -240,7 +309,9 @@ impl Config {
     /// Reads every layer. `file` is the `--config` path; without it `./berth.toml` is read
     /// when it exists.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // The Anthropic SDKs' own variables, below Berth's file and BERTH_* variables.
+        let anthropic = Env::raw().only(&["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"]);
+        let mut figment = Figment::from(Serialized::defaults(Config::default())).merge(anthropic);
         match file {
             Some(path) if !path.exists() => {
                 return Err(ConfigError::File {
@@ -317,8 +388,25 @@ impl Config {
                     .into(),
             );
         }
-        if self.runner_command.trim().is_empty() {
-            return invalid("runner_command is empty".into());
+        if self.runner_command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return invalid("runner_command is empty; leave it out to run the agent".into());
+        }
+        if self.agent_max_turns == 0
+            || self.agent_max_output_tokens == 0
+            || self.agent_command_timeout_secs == 0
+        {
+            return invalid(
+                "agent_max_turns, agent_max_output_tokens and agent_command_timeout_secs must be above 0"
+                    .into(),
+            );
+        }
+        for (name, url) in [
+            ("anthropic_base_url", &self.anthropic_base_url),
+            ("openai_base_url", &self.openai_base_url),
+        ] {
+            if !matches!(url::Url::parse(url), Ok(u) if u.scheme() == "http" || u.scheme() == "https") {
+                return invalid(format!("{name} {url:?} is not an http(s) URL"));
+            }
         }
         if let Some(node) = &self.runner_node_id {
             let ok = !node.is_empty()

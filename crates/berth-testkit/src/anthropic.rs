@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -192,6 +192,8 @@ struct Inner {
     headers: Vec<HeaderMap>,
     /// Requests refused because the transcript broke the API's rules.
     rejections: Vec<String>,
+    /// When each request arrived and when its streamed answer was fully sent.
+    timings: Vec<(Instant, Option<Instant>)>,
 }
 
 pub struct FakeAnthropic {
@@ -270,6 +272,12 @@ impl FakeAnthropic {
         self.lock().rejections.clone()
     }
 
+    /// For each request: when it arrived, and when the last byte of its streamed answer was
+    /// handed to the connection (`None` for error answers).
+    pub fn timings(&self) -> Vec<(Instant, Option<Instant>)> {
+        self.lock().timings.clone()
+    }
+
     /// Replies still queued.
     pub fn pending(&self) -> usize {
         self.lock().queue.len()
@@ -281,10 +289,11 @@ async fn messages(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let reply = {
+    let (reply, index) = {
         let mut inner = shared.inner.lock().expect("fake Anthropic lock");
         inner.requests.push(body.clone());
         inner.headers.push(headers.clone());
+        inner.timings.push((Instant::now(), None));
         let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         if key != Some(shared.api_key.as_str()) {
             return error(401, "authentication_error", "invalid x-api-key", None);
@@ -301,13 +310,18 @@ async fn messages(
             inner.rejections.push(problem.clone());
             return error(400, "invalid_request_error", &problem, None);
         }
-        match inner.queue.pop_front() {
+        let reply = match inner.queue.pop_front() {
             Some(reply) => reply,
             None => match &inner.responder {
                 Some(responder) => responder(&body),
                 None => Reply::status(400, "invalid_request_error", "fake: no scripted reply left"),
             },
-        }
+        };
+        (reply, inner.timings.len() - 1)
+    };
+    let sent = move || {
+        let mut inner = shared.inner.lock().expect("fake Anthropic lock");
+        inner.timings[index].1 = Some(Instant::now());
     };
     match reply {
         Reply::Status {
@@ -316,8 +330,8 @@ async fn messages(
             message,
             retry_after,
         } => error(status, &kind, &message, retry_after),
-        Reply::Events { events, chunk } => stream(events, chunk, true),
-        Reply::Cut(events) => stream(events, 37, false),
+        Reply::Events { events, chunk } => stream(events, chunk, Some(Box::new(sent))),
+        Reply::Cut(events) => stream(events, 37, None),
     }
 }
 
@@ -330,9 +344,15 @@ fn error(status: u16, kind: &str, message: &str, retry_after: Option<u64>) -> Re
     response
 }
 
-/// Sends events as `text/event-stream`, cut into small chunks; a cut stream ends with an error
-/// so the connection closes without a clean end of body.
-fn stream(events: Vec<(String, Value)>, chunk: usize, complete: bool) -> Response {
+/// Sends events as `text/event-stream`, cut into small chunks. A complete stream calls `sent`
+/// after its last chunk; a cut one (no `sent`) ends with an error, so the connection closes
+/// without a clean end of body.
+fn stream(
+    events: Vec<(String, Value)>,
+    chunk: usize,
+    sent: Option<Box<dyn FnOnce() + Send>>,
+) -> Response {
+    let complete = sent.is_some();
     let mut text = String::new();
     for (name, data) in &events {
         text.push_str(&format!("event: {name}\ndata: {data}\n\n"));
@@ -345,7 +365,7 @@ fn stream(events: Vec<(String, Value)>, chunk: usize, complete: bool) -> Respons
     if !complete {
         chunks.push(Err(std::io::Error::other("fake: connection dropped")));
     }
-    let body = futures_stream(chunks);
+    let body = futures_stream(chunks, sent);
     Response::builder()
         .status(200)
         .header("content-type", "text/event-stream")
@@ -354,11 +374,27 @@ fn stream(events: Vec<(String, Value)>, chunk: usize, complete: bool) -> Respons
         .expect("response")
 }
 
-fn futures_stream(chunks: Vec<Result<Vec<u8>, std::io::Error>>) -> Body {
+fn futures_stream(
+    chunks: Vec<Result<Vec<u8>, std::io::Error>>,
+    sent: Option<Box<dyn FnOnce() + Send>>,
+) -> Body {
     use futures::StreamExt;
-    let stream = futures::stream::iter(chunks).then(|chunk| async move {
-        tokio::time::sleep(Duration::from_micros(50)).await;
-        chunk
+    let count = chunks.len();
+    let sent = Mutex::new(sent);
+    let stream = futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| {
+        let last = i + 1 == count;
+        let sent = if last {
+            sent.lock().expect("sent").take()
+        } else {
+            None
+        };
+        async move {
+            tokio::time::sleep(Duration::from_micros(50)).await;
+            if let Some(sent) = sent {
+                sent();
+            }
+            chunk
+        }
     });
     Body::from_stream(stream)
 }
