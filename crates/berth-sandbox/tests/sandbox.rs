@@ -470,3 +470,18 @@ async fn engine_errors_are_reported_as_such() {
         .await
         .expect("destroying twice is harmless");
 }
+
+#[tokio::test]
+async fn put_file_writes_a_file_the_sandbox_user_owns() {
+    let Some(docker) = engine().await else { return };
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    let contents = "línea uno\n\0binary too\n".as_bytes();
+    sandbox.0.put_file("/tmp/staged", contents).await.unwrap();
+    assert_eq!(sandbox.0.read_file("/tmp/staged").await.unwrap(), contents);
+    assert_eq!(
+        stdout_of(&sandbox, "stat -c '%u %a' /tmp/staged").await,
+        "1000 644\n"
+    );
+    // The user can replace it: it is theirs.
+    stdout_of(&sandbox, "echo mine > /tmp/staged && rm /tmp/staged").await;
+}
