@@ -1,5 +1,6 @@
 //! The `berth` binary: command-line parsing and wiring; the work happens in the library crates.
 
+mod agent;
 mod cli;
 mod runner;
 mod server;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use berth_agent::run::AgentExecutor;
 use berth_runner::command::SandboxCommand;
 use berth_runner::git::{CredentialsFor, GitAccess, ResolveHost};
 use berth_runner::{Executor, Runner, RunnerConfig};
@@ -56,8 +57,8 @@ impl RunningRunner {
     }
 }
 
-/// The executor tasks run with: the configured command in a sandbox of the configured image,
-/// which is checked (or, for the default image, built) first.
+/// The executor tasks run with: the agent, or the configured fixed command, in a sandbox of
+/// the configured image, which is checked (or, for the default image, built) first.
 async fn executor(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn Executor>> {
     let docker = berth_sandbox::connect()
         .await
@@ -78,40 +79,61 @@ async fn executor(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<
         let allowed = allowed.clone();
         Box::pin(async move { berth_server::accounts::resolve_repo_host(&url, &allowed).await })
     });
-    let credentials = github_credentials(config, store)?;
-    Ok(Arc::new(SandboxCommand {
-        git: GitAccess {
-            resolve_host,
-            credentials,
-            work_dir: config.data_dir.join("work"),
-        },
+    let git = GitAccess {
+        resolve_host,
+        credentials: github_credentials(config, store)?,
+        work_dir: config.data_dir.join("work"),
+    };
+    let limits = Limits {
+        memory_bytes: config.sandbox_memory_mb << 20,
+        cpus: config.sandbox_cpus,
+        pids: config.sandbox_pids,
+    };
+    if let Some(command) = &config.runner_command {
+        return Ok(Arc::new(SandboxCommand {
+            git,
+            docker,
+            image,
+            limits,
+            command: command.clone(),
+            command_timeout: Duration::from_secs(config.max_timeout_secs),
+        }));
+    }
+    Ok(Arc::new(AgentExecutor {
+        provider: crate::agent::provider(config),
+        settings: crate::agent::settings(config),
+        git,
         docker,
         image,
-        limits: Limits {
-            memory_bytes: config.sandbox_memory_mb << 20,
-            cpus: config.sandbox_cpus,
-            pids: config.sandbox_pids,
-        },
-        command: config.runner_command.clone(),
-        command_timeout: Duration::from_secs(config.max_timeout_secs),
+        limits,
     }))
 }
 
-/// The owner's GitHub token, opened with the configured key, for repositories on the GitHub
-/// host only; nothing when GitHub sign-in is not set up.
+/// The token for repositories on the GitHub host: the owner's own, opened with the configured
+/// key, or else the server's `github_token`; nothing for other hosts.
 fn github_credentials(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<CredentialsFor> {
     let keyring =
         berth_server::accounts::Keyring::from_config(config).map_err(anyhow::Error::msg)?;
     let github = url::Url::parse(&config.github_web_url)
         .ok()
         .map(|url| url.origin());
+    let server_token = config
+        .github_token
+        .as_ref()
+        .map(|token| token.expose().to_string());
     Ok(Arc::new(move |owner, repo_url: String| {
         let (keyring, github, store) = (keyring.clone(), github.clone(), store.clone());
+        let server_token = server_token.clone();
         Box::pin(async move {
             let same_host = url::Url::parse(&repo_url).ok().map(|url| url.origin()) == github;
-            let keyring = keyring.filter(|_| same_host && github.is_some())?;
-            let sealed = store.get_github_token(owner).await.ok()??;
-            keyring.open(&sealed).ok()
+            if !same_host || github.is_none() {
+                return None;
+            }
+            let own = match (keyring, store.get_github_token(owner).await) {
+                (Some(keyring), Ok(Some(sealed))) => keyring.open(&sealed).ok(),
+                _ => None,
+            };
+            own.or(server_token)
         })
     }))
 }

@@ -1,0 +1,322 @@
+//! A git server on loopback speaking git's smart HTTP protocol, for clone, fetch and push:
+//! an axum front to the real `git http-backend`, run as CGI per request. It can demand a
+//! token (HTTP Basic, as GitHub takes `x-access-token:<token>`) and answers questions about
+//! its repositories for the tests' assertions.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine;
+
+#[derive(Default)]
+struct Inner {
+    token: Option<String>,
+    /// `(method, path and query, had an Authorization header)`
+    requests: Vec<(String, String, bool)>,
+    pushes: usize,
+}
+
+#[derive(Clone)]
+struct Shared {
+    root: PathBuf,
+    inner: Arc<Mutex<Inner>>,
+}
+
+pub struct GitServer {
+    url: String,
+    root: tempfile::TempDir,
+    inner: Arc<Mutex<Inner>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl GitServer {
+    pub async fn start() -> GitServer {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let shared = Shared {
+            root: root.path().to_path_buf(),
+            inner: inner.clone(),
+        };
+        let app = Router::new().fallback(serve).with_state(shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("git server");
+        });
+        GitServer {
+            url,
+            root,
+            inner,
+            server,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("git server lock")
+    }
+
+    fn bare(&self, path: &str) -> PathBuf {
+        self.root.path().join(format!("{path}.git"))
+    }
+
+    /// Creates `<path>.git` with one commit on `main` holding `files`; returns its clone URL.
+    pub fn create_repo(&self, path: &str, files: &[(&str, &str)]) -> String {
+        let work = tempfile::tempdir().expect("a temporary directory");
+        for (name, contents) in files {
+            let file = work.path().join(name);
+            std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(file, contents).expect("write");
+        }
+        git(work.path(), &["init", "-q", "-b", "main"]);
+        git(work.path(), &["add", "-A"]);
+        git(
+            work.path(),
+            &[
+                "-c",
+                "user.name=Test",
+                "-c",
+                "user.email=test@example.com",
+                "commit",
+                "-qm",
+                "initial",
+            ],
+        );
+        let bare = self.bare(path);
+        std::fs::create_dir_all(bare.parent().expect("a parent")).expect("mkdir");
+        let work_path = work.path().to_string_lossy().to_string();
+        let bare_path = bare.to_string_lossy().to_string();
+        git(
+            self.root.path(),
+            &["clone", "-q", "--bare", &work_path, &bare_path],
+        );
+        git(&bare, &["config", "http.receivepack", "true"]);
+        format!("{}/{path}.git", self.url)
+    }
+
+    /// From now on, every request needs HTTP Basic with `token` as the user or the password.
+    pub fn require_token(&self, token: &str) {
+        self.lock().token = Some(token.to_string());
+    }
+
+    /// The commit `refs/heads/<branch>` points at.
+    pub fn branch_head(&self, path: &str, branch: &str) -> Option<String> {
+        output(
+            &self.bare(path),
+            &[
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("refs/heads/{branch}"),
+            ],
+        )
+    }
+
+    /// A file's contents at a revision.
+    pub fn file_at(&self, path: &str, rev: &str, file: &str) -> Option<String> {
+        output_raw(&self.bare(path), &["show", &format!("{rev}:{file}")])
+    }
+
+    /// Commit subjects from `rev` back, newest first.
+    pub fn log(&self, path: &str, rev: &str) -> Vec<String> {
+        output(&self.bare(path), &["log", "--format=%s", rev])
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Successful pushes so far.
+    pub fn pushes(&self) -> usize {
+        self.lock().pushes
+    }
+
+    pub fn requests(&self) -> Vec<(String, String, bool)> {
+        self.lock().requests.clone()
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+fn output_raw(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn output(dir: &Path, args: &[&str]) -> Option<String> {
+    output_raw(dir, args).map(|text| text.trim().to_string())
+}
+
+/// Whether the request carries the token, if one is required.
+fn authorized(inner: &Inner, headers: &HeaderMap) -> bool {
+    let Some(token) = &inner.token else {
+        return true;
+    };
+    let Some(basic) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+        return false;
+    };
+    let decoded = String::from_utf8_lossy(&decoded);
+    let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+    user == token || password == token
+}
+
+async fn serve(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // Packs can be large: no body limit here.
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let allowed = {
+        let mut inner = shared.inner.lock().expect("git server lock");
+        let path = uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let ok = authorized(&inner, &headers);
+        inner.requests.push((
+            method.to_string(),
+            path,
+            headers.contains_key("authorization"),
+        ));
+        ok
+    };
+    if !allowed {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Basic realm=\"git\"")],
+            "authentication required\n",
+        )
+            .into_response();
+    }
+    let is_push = method == Method::POST && uri.path().ends_with("/git-receive-pack");
+    let response = cgi(&shared.root, &method, &uri, &headers, body).await;
+    if is_push && response.status() == StatusCode::OK {
+        shared.inner.lock().expect("git server lock").pushes += 1;
+    }
+    response
+}
+
+/// Runs `git http-backend` for one request and turns its CGI answer into a response.
+async fn cgi(
+    root: &Path,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut command = tokio::process::Command::new("git");
+    command
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", method.as_str())
+        .env("PATH_INFO", uri.path())
+        .env("QUERY_STRING", uri.query().unwrap_or(""))
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_USER", "berth-test")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("GIT_PROTOCOL", header("git-protocol"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let encoding = header("content-encoding");
+    if !encoding.is_empty() {
+        command.env("HTTP_CONTENT_ENCODING", encoding);
+    }
+    let mut child = command.spawn().expect("git http-backend runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feed = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = stdin.write_all(&body).await;
+    });
+    let out = child
+        .wait_with_output()
+        .await
+        .expect("git http-backend ends");
+    let _ = feed.await;
+    let split = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| (at, 4))
+        .or_else(|| {
+            out.stdout
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|at| (at, 2))
+        });
+    let Some((at, gap)) = split else {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        return (StatusCode::INTERNAL_SERVER_ERROR, stderr).into_response();
+    };
+    let head = String::from_utf8_lossy(&out.stdout[..at]).into_owned();
+    let mut response = Response::builder().status(200);
+    for line in head.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or("200");
+            response = response.status(code.parse::<u16>().unwrap_or(500));
+        } else {
+            response = response.header(name.trim(), value);
+        }
+    }
+    response
+        .body(Body::from(out.stdout[at + gap..].to_vec()))
+        .expect("a response")
+}
