@@ -79,8 +79,14 @@ impl Conversation<'_> {
             sandbox: self.sandbox,
             command_timeout: self.settings.command_timeout,
         };
+        // Whether the last tools may have changed the workspace: its diff is then stored
+        // while the model thinks, before any further tool runs.
+        let mut changed = false;
         loop {
             if let Some(reason) = self.budget_spent(&transcript.stored) {
+                if changed {
+                    self.checkpoint().await?;
+                }
                 return Ok(Ending::Budget(reason));
             }
             let request = TurnRequest {
@@ -90,10 +96,18 @@ impl Conversation<'_> {
                 tools: &Tool::ALL,
                 max_tokens: self.settings.max_tokens_per_turn,
             };
-            let answer = tokio::select! {
-                answer = self.provider.turn(&request) => answer,
+            let checkpoint = async {
+                match changed {
+                    true => self.checkpoint().await,
+                    false => Ok(()),
+                }
+            };
+            let (answer, saved) = tokio::select! {
+                both = async { tokio::join!(self.provider.turn(&request), checkpoint) } => both,
                 () = self.ctx.stop.cancelled() => return Ok(Ending::Stopped),
             };
+            saved?;
+            changed = false;
             let turn = match answer {
                 Ok(turn) => turn,
                 Err(err @ ProviderError::Refused { .. }) => {
@@ -138,7 +152,6 @@ impl Conversation<'_> {
                 return Ok(Ending::Done { summary });
             }
             let mut results = Vec::new();
-            let mut changed = false;
             for (id, name, input) in calls {
                 self.ctx
                     .emit(
@@ -184,9 +197,6 @@ impl Conversation<'_> {
                 });
             }
             self.append_user(&mut transcript, results).await?;
-            if changed {
-                self.checkpoint().await?;
-            }
         }
     }
 

@@ -1,0 +1,191 @@
+//! The agent loop's own overhead per step: from the moment the fake model has sent a whole
+//! answer to the moment the next request arrives, minus the time the tool itself ran — what is
+//! left is parsing the stream, storing the turn and its events, the checkpointed diff after a
+//! change, and building the next request. Real runner, real SQLite, real Docker sandbox.
+//! `cargo bench -p berth-agent --bench loop_overhead`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_agent::anthropic::{AnthropicConfig, AnthropicProvider};
+use berth_agent::prices::PriceTable;
+use berth_agent::publish::Author;
+use berth_agent::redact::Redactor;
+use berth_agent::run::{AgentExecutor, AgentSettings};
+use berth_agent::RetryPolicy;
+use berth_proto::{CreateTask, EventKind};
+use berth_runner::git::GitAccess;
+use berth_runner::{Runner, RunnerConfig};
+use berth_sandbox::Limits;
+use berth_store::NewTask;
+use berth_testkit::anthropic::{FakeAnthropic, Reply};
+use berth_testkit::git_server::GitServer;
+use serde_json::json;
+
+const STEPS: usize = 200;
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let docker = berth_sandbox::connect().await.expect("the Docker engine");
+    berth_sandbox::ensure_default_image(&docker, &mut |line| eprintln!("image: {line}"))
+        .await
+        .expect("the sandbox image");
+    let git = GitServer::start().await;
+    let repo_url = git.create_repo(
+        "bench/repo",
+        &[
+            ("README.md", "# bench\n"),
+            ("src/lib.rs", "pub fn f() {}\n"),
+        ],
+    );
+    let model = FakeAnthropic::start("sk-bench-key-000000").await;
+    // Alternate a command, a view and an edit: the edit makes the loop store a diff.
+    let served = Arc::new(AtomicUsize::new(0));
+    model.respond_with({
+        let served = served.clone();
+        move |_| {
+            let n = served.fetch_add(1, Ordering::SeqCst);
+            let id = format!("toolu_{n}");
+            match n {
+                n if n >= STEPS => Reply::text("done"),
+                n if n % 3 == 0 => Reply::tool(&id, "bash", json!({"command": "true"})),
+                n if n % 3 == 1 => Reply::tool(
+                    &id,
+                    "str_replace_based_edit_tool",
+                    json!({"command": "view", "path": "/workspace/README.md"}),
+                ),
+                _ => Reply::tool(
+                    &id,
+                    "str_replace_based_edit_tool",
+                    json!({"command": "insert", "path": "/workspace/README.md",
+                           "insert_line": 1, "insert_text": format!("line {n}")}),
+                ),
+            }
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = berth_store::open_sqlite(dir.path()).await.unwrap();
+    let address: SocketAddr = git.url().trim_start_matches("http://").parse().unwrap();
+    let executor = AgentExecutor {
+        provider: Arc::new(AnthropicProvider::new(AnthropicConfig {
+            base_url: model.url.clone(),
+            api_key: model.api_key.clone(),
+            version: "2023-06-01".into(),
+            retry: RetryPolicy::default(),
+            idle_timeout: Duration::from_secs(60),
+        })),
+        settings: AgentSettings {
+            model: "claude-sonnet-4-5".into(),
+            max_tokens_per_turn: 4096,
+            max_turns: 10_000,
+            command_timeout: Duration::from_secs(60),
+            setup_commands: BTreeMap::new(),
+            prices: PriceTable::default(),
+            redactor: Redactor::new(["sk-bench-key-000000"]),
+            github: None,
+            author: Author::default(),
+        },
+        git: GitAccess {
+            resolve_host: Arc::new(move |_| Box::pin(async move { Ok(vec![address]) })),
+            credentials: Arc::new(|_, _| Box::pin(async { None })),
+            work_dir: dir.path().join("work"),
+        },
+        docker,
+        image: berth_sandbox::default_image(),
+        limits: Limits::default(),
+    };
+    let runner = Runner::new(
+        RunnerConfig {
+            capacity: 1,
+            ..RunnerConfig::default()
+        },
+        store.clone(),
+        Arc::new(executor),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(runner.run({
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    }));
+
+    let owner = store.upsert_user("bench").await.unwrap();
+    let task = store
+        .create_task(NewTask {
+            owner_id: owner.id,
+            request: CreateTask::new(&repo_url, "Take 200 small steps"),
+            max_attempts: 1,
+            idempotency: None,
+        })
+        .await
+        .unwrap()
+        .task;
+    println!("running {STEPS} steps (bash `true`, view, insert, in turn)...");
+    let done = loop {
+        let task = store.get_task(owner.id, task.id).await.unwrap().unwrap();
+        if task.status.is_terminal() {
+            break task;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    stop.cancel();
+    let _ = running.await;
+    assert!(done.error.is_none(), "the task failed: {:?}", done.error);
+
+    let (events, _) = store
+        .list_events(owner.id, task.id, 0, 10_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let tool_ms: Vec<f64> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::ToolResult)
+        .map(|e| e.payload["duration_ms"].as_f64().unwrap())
+        .collect();
+    let timings = model.timings();
+    assert_eq!(tool_ms.len(), STEPS);
+    assert_eq!(timings.len(), STEPS + 1);
+    let mut overhead: Vec<f64> = (0..STEPS)
+        .map(|i| {
+            let answered = timings[i].1.expect("a streamed answer");
+            let next = timings[i + 1].0;
+            (next - answered).as_secs_f64() * 1000.0 - tool_ms[i]
+        })
+        .collect();
+    let mut tools = tool_ms.clone();
+    let by_kind = |kind: usize| {
+        let mut of: Vec<f64> = (0..STEPS)
+            .filter(|i| i % 3 == kind)
+            .map(|i| overhead[i])
+            .collect();
+        of.sort_by(f64::total_cmp);
+        of[of.len() / 2]
+    };
+    let (after_bash, after_view, after_insert) = (by_kind(0), by_kind(1), by_kind(2));
+    overhead.sort_by(f64::total_cmp);
+    tools.sort_by(f64::total_cmp);
+    let at = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    println!("loop overhead per step over {STEPS} steps (model answer sent -> next request, minus the tool's run):");
+    println!(
+        "  p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   mean {:.2} ms",
+        at(&overhead, 0.5),
+        at(&overhead, 0.99),
+        overhead[overhead.len() - 1],
+        overhead.iter().sum::<f64>() / overhead.len() as f64
+    );
+    println!(
+        "  p50 by the step's tool: bash {after_bash:.2} ms, view {after_view:.2} ms, insert {after_insert:.2} ms"
+    );
+    println!(
+        "  for scale, the tools' own run: p50 {:.2} ms   p99 {:.2} ms (docker exec round trips)",
+        at(&tools, 0.5),
+        at(&tools, 0.99)
+    );
+}
