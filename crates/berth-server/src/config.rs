@@ -388,7 +388,11 @@ impl Config {
                     .into(),
             );
         }
-        if self.runner_command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        if self
+            .runner_command
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
             return invalid("runner_command is empty; leave it out to run the agent".into());
         }
         if self.agent_max_turns == 0
@@ -404,7 +408,8 @@ impl Config {
             ("anthropic_base_url", &self.anthropic_base_url),
             ("openai_base_url", &self.openai_base_url),
         ] {
-            if !matches!(url::Url::parse(url), Ok(u) if u.scheme() == "http" || u.scheme() == "https") {
+            if !matches!(url::Url::parse(url), Ok(u) if u.scheme() == "http" || u.scheme() == "https")
+            {
                 return invalid(format!("{name} {url:?} is not an http(s) URL"));
             }
         }

@@ -279,7 +279,7 @@ async fn a_task_reads_edits_tests_and_ends_with_a_pull_request_then_a_follow_up_
         "initial commit, the task's commit, the follow-up's: {log:?}"
     );
     assert_eq!(
-        stack.git.log(REPO, &format!("{first_head}")).len(),
+        stack.git.log(REPO, &first_head).len(),
         2,
         "the follow-up's commit sits on the first"
     );
