@@ -334,7 +334,7 @@ impl Conversation<'_> {
             .sum();
         if let Some(max) = budget.max_usd.filter(|max| cost >= *max) {
             return Some(format!(
-                "stopped at its budget of ${max:.2} (${cost:.4} spent)"
+                "stopped at its budget of ${max} (${cost:.4} spent)"
             ));
         }
         None

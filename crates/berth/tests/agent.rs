@@ -48,7 +48,7 @@ impl Stack {
         }
     }
 
-    fn server(&self) -> (Child, Client) {
+    fn server(&self) -> (Server, Client) {
         let mut server = berth(self.dir.path());
         server
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
@@ -64,11 +64,21 @@ impl Stack {
             .env("BERTH_RUNNER_CAPACITY", "1");
         let (child, url, _) = start_server(server);
         let client = Client::new(&url, Some(self.token.clone())).unwrap();
-        (child, client)
+        (Server(child), client)
     }
 
     fn task(&self, prompt: &str) -> CreateTask {
         CreateTask::new(&self.repo_url, prompt)
+    }
+}
+
+/// A server process, killed if a failing test leaves it running.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -292,7 +302,7 @@ async fn a_task_reads_edits_tests_and_ends_with_a_pull_request_then_a_follow_up_
     );
     assert_eq!(stack.github.pulls().len(), 1, "the same pull request");
     assert_eq!(again.result.pull_request_url, done.result.pull_request_url);
-    assert!(terminate(&mut server).success());
+    assert!(terminate(&mut server.0).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,7 +343,7 @@ async fn model_api_failures_are_retried_or_end_the_task_with_the_apis_message() 
         "{reason}"
     );
     assert_eq!(stack.model.requests().len(), 4, "no retry after 401");
-    assert!(terminate(&mut server).success());
+    assert!(terminate(&mut server.0).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +381,76 @@ async fn a_budget_reached_mid_task_ends_it_and_keeps_the_diff() {
         "an unfinished task is not pushed"
     );
     assert!(stack.github.pulls().is_empty());
-    assert!(terminate(&mut server).success());
+
+    // Tokens and dollars: each fake turn counts 200 tokens and costs $0.00084 on Sonnet 4.5.
+    for (budget, reason) in [
+        (
+            Budget {
+                max_tokens: Some(250),
+                ..Budget::default()
+            },
+            "budget of 250 tokens (400 used)",
+        ),
+        (
+            Budget {
+                max_usd: Some(0.001),
+                ..Budget::default()
+            },
+            "budget of $0.001",
+        ),
+    ] {
+        stack.model.push([
+            bash("toolu_a", "true"),
+            bash("toolu_b", "true"),
+            bash("toolu_c", "true"),
+        ]);
+        let before = stack.model.requests().len();
+        let mut request = stack.task("Spend");
+        request.budget = budget;
+        let (task, _) = client.create_task(&request, None).await.unwrap();
+        let done = ended(&client, task.id).await;
+        assert_eq!(done.status, TaskStatus::Failed);
+        assert!(
+            done.error.as_deref().unwrap().contains(reason),
+            "{:?}",
+            done.error
+        );
+        assert_eq!(
+            stack.model.requests().len() - before,
+            2,
+            "stopped before a third turn"
+        );
+    }
+    assert!(terminate(&mut server.0).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_setup_command_runs_before_the_agent() {
+    let stack = Stack::start(&[("README", "hi\n")]).await;
+    let setup = format!(
+        "[setup_commands]\n\"{}/acme/\" = \"echo prepared > .setup-marker && echo setting up\"\n",
+        stack.git.url()
+    );
+    std::fs::write(stack.dir.path().join("berth.toml"), setup).unwrap();
+    stack
+        .model
+        .push([bash("toolu_1", "cat .setup-marker"), Reply::text("Ready.")]);
+    let (mut server, client) = stack.server();
+    let (task, _) = client
+        .create_task(&stack.task("Check the setup"), None)
+        .await
+        .unwrap();
+    let done = ended(&client, task.id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
+    let log = events(&client, task.id).await;
+    let first_call = log.iter().find(|e| e.kind == EventKind::ToolCall).unwrap();
+    assert_eq!(first_call.payload["name"], "setup");
+    let result = log
+        .iter()
+        .find(|e| e.kind == EventKind::ToolResult && e.payload["tool_use_id"] == "toolu_1")
+        .unwrap();
+    assert_eq!(result.payload["content"], "prepared\n");
+    assert!(terminate(&mut server.0).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,7 +502,7 @@ async fn secrets_are_redacted_in_stored_and_streamed_events_and_never_reach_the_
     let sent = serde_json::to_string(&stack.model.requests()).unwrap();
     assert!(!sent.contains(CONFIGURED_SECRET), "the model never sees it");
     assert!(!sent.contains(GITHUB_TOKEN) && !sent.contains(MODEL_KEY));
-    assert!(terminate(&mut server).success());
+    assert!(terminate(&mut server.0).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,7 +557,7 @@ async fn edits_outside_the_workspace_are_refused_as_error_results() {
     }
     assert_eq!(by_id("toolu_2")["is_error"], false);
     assert!(stack.model.rejections().is_empty());
-    assert!(terminate(&mut server).success());
+    assert!(terminate(&mut server.0).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,8 +583,8 @@ async fn a_runner_killed_after_a_tool_call_was_stored_resumes_without_an_api_rej
             .any(|e| e.kind == EventKind::ToolCall && e.payload["id"] == "toolu_2")
     })
     .await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
 
     let (mut server, client) = stack.server();
     let done = ended(&client, task.id).await;
@@ -525,5 +604,5 @@ async fn a_runner_killed_after_a_tool_call_was_stored_resumes_without_an_api_rej
         diff.contains("+kept"),
         "the first attempt's work was restored: {diff}"
     );
-    assert!(terminate(&mut server).success());
+    assert!(terminate(&mut server.0).success());
 }

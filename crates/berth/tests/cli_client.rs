@@ -122,6 +122,30 @@ async fn submit_watch_list_diff_and_cancel() {
 
     let diff = run(&["diff", &id.to_string()]);
     assert!(String::from_utf8_lossy(&diff.stdout).contains("+bye"));
+
+    // A follow-up runs the task again; --watch shows it from the follow-up on.
+    let replied = run(&["reply", &id.to_string(), "once more", "--watch", "--json"]);
+    assert_eq!(
+        replied.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replied.stderr)
+    );
+    let seen_again = frames(&replied);
+    let first_event = seen_again.iter().find_map(|frame| match frame {
+        StreamFrame::Event { event } => Some(event.clone()),
+        _ => None,
+    });
+    let first_event = first_event.expect("events after the follow-up");
+    assert_eq!(first_event.payload["reason"], "follow-up");
+    assert_eq!(first_event.payload["prompt"], "once more");
+    assert!(matches!(
+        seen_again.last(),
+        Some(StreamFrame::End {
+            status: berth_proto::TaskStatus::Succeeded,
+            ..
+        })
+    ));
     let listed = run(&["tasks", "--json"]);
     let page: berth_proto::TaskPage = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(page.tasks[0].id, id);

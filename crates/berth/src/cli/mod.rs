@@ -1,4 +1,4 @@
-//! The command-line client: `login`, `submit`, `watch`, `tasks`, `show`, `cancel`, `diff`,
+//! The command-line client: `login`, `submit`, `reply`, `watch`, `tasks`, `show`, `cancel`, `diff`,
 //! all over the public HTTP API through `berth-client`.
 //!
 //! Exit status: 0 success (the task succeeded), 1 the task failed or timed out, 2 an error
@@ -11,7 +11,7 @@ use std::io::{IsTerminal, Read, Write};
 
 use anyhow::Context;
 use berth_client::{Client, ListTasks};
-use berth_proto::{CreateTask, Network, StreamFrame, TaskId, TaskStatus};
+use berth_proto::{Budget, CreateTask, Network, StreamFrame, TaskId, TaskStatus};
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
@@ -46,6 +46,30 @@ pub enum ClientCommand {
         /// Open a pull request when it succeeds.
         #[arg(long)]
         pr: bool,
+        /// The model; the server's default when absent.
+        #[arg(long)]
+        model: Option<String>,
+        /// Most model turns.
+        #[arg(long)]
+        max_turns: Option<u32>,
+        /// Most tokens, input and output together.
+        #[arg(long)]
+        max_tokens: Option<u64>,
+        /// Most spend in US dollars.
+        #[arg(long)]
+        max_usd: Option<f64>,
+        /// Follow it live until it ends.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Send a follow-up to a task that has ended: it continues the same conversation and
+    /// workspace, and updates the same branch and pull request.
+    Reply {
+        id: TaskId,
+        /// What to do next.
+        prompt: String,
         /// Follow it live until it ends.
         #[arg(long)]
         watch: bool,
@@ -135,6 +159,10 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<Exit> {
             git_ref,
             network,
             pr,
+            model,
+            max_turns,
+            max_tokens,
+            max_usd,
             watch,
             output,
         } => {
@@ -143,6 +171,12 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<Exit> {
                 git_ref,
                 network,
                 open_pull_request: pr,
+                model,
+                budget: Budget {
+                    max_turns,
+                    max_tokens,
+                    max_usd,
+                },
                 ..CreateTask::new(repo, prompt)
             };
             // A retry of this same command after a network error must not make a second task.
@@ -156,6 +190,20 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<Exit> {
                 return follow(&client, task.id, output).await;
             }
             print(output, &task, || println!("{}", task.id))
+        }
+        ClientCommand::Reply {
+            id,
+            prompt,
+            watch,
+            output,
+        } => {
+            let client = client()?;
+            let task = client.follow_up(id, &prompt).await?;
+            if watch {
+                // Only what happens from the follow-up on.
+                return follow_from(&client, task.id, task.last_event_seq - 1, output).await;
+            }
+            print(output, &task, || println!("{} {}", task.id, task.status))
         }
         ClientCommand::Watch { id, output } => follow(&client()?, id, output).await,
         ClientCommand::Tasks {
@@ -250,8 +298,18 @@ async fn log_in_with_github(server: String) -> anyhow::Result<Exit> {
 
 /// Follows a task to its end, rendering each step (or printing JSON lines).
 async fn follow(client: &Client, id: TaskId, output: Output) -> anyhow::Result<Exit> {
+    follow_from(client, id, 0, output).await
+}
+
+/// Renders the task's events after `after` as they come, until it ends.
+async fn follow_from(
+    client: &Client,
+    id: TaskId,
+    after: i64,
+    output: Output,
+) -> anyhow::Result<Exit> {
     let style = render::Style::detect();
-    let mut stream = client.follow_task(id, 0);
+    let mut stream = client.follow_task(id, after);
     let mut spinner = Spinner::new(style.is_terminal() && !output.json);
     let mut status = TaskStatus::Queued;
     loop {

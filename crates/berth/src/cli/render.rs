@@ -76,8 +76,10 @@ fn event_text(style: &Style, event: &Event) -> String {
         }
         EventKind::AssistantText => format!("{}\n", text("text")),
         EventKind::ToolCall => match payload["input"]["command"].as_str() {
-            Some(command) => format!("{}\n", style.bold(&format!("$ {command}"))),
-            None => {
+            Some(command) if payload["name"] != "str_replace_based_edit_tool" => {
+                format!("{}\n", style.bold(&format!("$ {command}")))
+            }
+            _ => {
                 let path = payload["input"]["path"].as_str().unwrap_or_default();
                 let action = payload["input"]["command"].as_str().unwrap_or("edit");
                 format!("{}\n", style.bold(&format!("✎ {action} {path}")))
