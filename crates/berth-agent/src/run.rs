@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_proto::{EventKind, Network, Task};
-use berth_runner::command::task_limits;
+use berth_runner::command::{sweep_containers, task_limits};
 use berth_runner::git::{Checkout, GitAccess};
 use berth_runner::{Context, Executor, Outcome};
 use berth_sandbox::{DockerSandbox, ExecRequest, Limits, NetworkPolicy, Sandbox, SandboxSpec};
@@ -84,15 +84,7 @@ impl Executor for AgentExecutor {
     }
 
     async fn sweep(&self, node_id: &str, live: &[Fence]) {
-        let is_live = |task: &str, attempt: i64| {
-            live.iter()
-                .any(|fence| fence.task_id.to_string() == task && fence.attempt == attempt)
-        };
-        match berth_sandbox::remove_orphans(&self.docker, node_id, &is_live).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed containers left behind"),
-            Err(err) => tracing::warn!(error = %err, "looking for containers left behind failed"),
-        }
+        sweep_containers(&self.docker, node_id, live).await;
     }
 }
 

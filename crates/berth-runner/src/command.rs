@@ -58,15 +58,20 @@ impl Executor for SandboxCommand {
     }
 
     async fn sweep(&self, node_id: &str, live: &[Fence]) {
-        let is_live = |task: &str, attempt: i64| {
-            live.iter()
-                .any(|fence| fence.task_id.to_string() == task && fence.attempt == attempt)
-        };
-        match berth_sandbox::remove_orphans(&self.docker, node_id, &is_live).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed containers left behind"),
-            Err(err) => tracing::warn!(error = %err, "looking for containers left behind failed"),
-        }
+        sweep_containers(&self.docker, node_id, live).await;
+    }
+}
+
+/// Removes this node's containers whose attempts are no longer running here.
+pub async fn sweep_containers(docker: &bollard::Docker, node_id: &str, live: &[Fence]) {
+    let is_live = |task: &str, attempt: i64| {
+        live.iter()
+            .any(|fence| fence.task_id.to_string() == task && fence.attempt == attempt)
+    };
+    match berth_sandbox::remove_orphans(docker, node_id, &is_live).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed containers left behind"),
+        Err(err) => tracing::warn!(error = %err, "looking for containers left behind failed"),
     }
 }
 
