@@ -28,6 +28,7 @@ struct Shared {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// The server and its repositories, under a temporary directory removed on drop.
 pub struct GitServer {
     url: String,
     root: tempfile::TempDir,
@@ -42,6 +43,7 @@ impl Drop for GitServer {
 }
 
 impl GitServer {
+    /// Starts serving on a free loopback port, with no repositories and no token required.
     pub async fn start() -> GitServer {
         let root = tempfile::tempdir().expect("a temporary directory");
         let inner = Arc::new(Mutex::new(Inner::default()));
@@ -78,7 +80,9 @@ impl GitServer {
         self.root.path().join(format!("{path}.git"))
     }
 
-    /// Creates `<path>.git` with one commit on `main` holding `files`; returns its clone URL.
+    /// Creates `<path>.git` (`path` like `acme/widgets`) with one commit on `main` holding
+    /// `files`, by `Test <test@example.com>`, and HEAD on `main`; returns its clone URL.
+    /// Anyone may push to it unless [`GitServer::require_token`] is called.
     pub fn create_repo(&self, path: &str, files: &[(&str, &str)]) -> String {
         let work = tempfile::tempdir().expect("a temporary directory");
         for (name, contents) in files {
@@ -88,18 +92,7 @@ impl GitServer {
         }
         git(work.path(), &["init", "-q", "-b", "main"]);
         git(work.path(), &["add", "-A"]);
-        git(
-            work.path(),
-            &[
-                "-c",
-                "user.name=Test",
-                "-c",
-                "user.email=test@example.com",
-                "commit",
-                "-qm",
-                "initial",
-            ],
-        );
+        git(work.path(), &["commit", "--allow-empty", "-qm", "initial"]);
         let bare = self.bare(path);
         std::fs::create_dir_all(bare.parent().expect("a parent")).expect("mkdir");
         let work_path = work.path().to_string_lossy().to_string();
@@ -142,33 +135,42 @@ impl GitServer {
             .unwrap_or_default()
     }
 
-    /// Successful pushes so far.
+    /// Pushes the server accepted so far: `git-receive-pack` POSTs that updated every ref.
     pub fn pushes(&self) -> usize {
         self.lock().pushes
     }
 
+    /// Every request so far, refused ones included: `(method, path and query, had an
+    /// Authorization header)`.
     pub fn requests(&self) -> Vec<(String, String, bool)> {
         self.lock().requests.clone()
     }
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
+/// `git -C dir`, deaf to the caller's git configuration and identity.
+fn git_in(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
         .arg("-C")
         .arg(dir)
-        .args(args)
-        .status()
-        .expect("git runs");
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+    command
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = git_in(dir).args(args).status().expect("git runs");
     assert!(status.success(), "git {args:?}");
 }
 
 fn output_raw(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .ok()?;
+    let out = git_in(dir).args(args).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -205,10 +207,6 @@ async fn serve(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // Packs can be large: no body limit here.
-    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
     let allowed = {
         let mut inner = shared.inner.lock().expect("git server lock");
         let path = uri
@@ -231,22 +229,51 @@ async fn serve(
         )
             .into_response();
     }
+    // Packs can be large: no body limit here. Hyper has already undone chunked transfer;
+    // a gzip body stays gzip, for http-backend to inflate.
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let answer = match cgi(&shared.root, &method, &uri, &headers, body).await {
+        Ok(answer) => answer,
+        Err(problem) => return (StatusCode::INTERNAL_SERVER_ERROR, problem).into_response(),
+    };
     let is_push = method == Method::POST && uri.path().ends_with("/git-receive-pack");
-    let response = cgi(&shared.root, &method, &uri, &headers, body).await;
-    if is_push && response.status() == StatusCode::OK {
+    if is_push && answer.status == StatusCode::OK && push_accepted(&answer.body) {
         shared.inner.lock().expect("git server lock").pushes += 1;
     }
+    let mut response = Response::builder().status(answer.status);
+    for (name, value) in &answer.headers {
+        response = response.header(name, value);
+    }
     response
+        .body(Body::from(answer.body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Runs `git http-backend` for one request and turns its CGI answer into a response.
+/// Whether receive-pack's report says the pack unpacked and no ref was refused. The report
+/// is pkt-lines, maybe inside side-band ones, so look for its lines rather than parse it.
+fn push_accepted(report: &[u8]) -> bool {
+    let has = |needle: &[u8]| report.windows(needle.len()).any(|w| w == needle);
+    has(b"unpack ok\n") && !has(b"ng refs/")
+}
+
+/// What a CGI program answered: `Status:` (200 when absent), the other headers, the body.
+struct CgiAnswer {
+    status: StatusCode,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Runs `git http-backend` for one request; `Err` carries its stderr when it answered no
+/// CGI headers.
 async fn cgi(
     root: &Path,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<CgiAnswer, String> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -259,6 +286,8 @@ async fn cgi(
         .arg("http-backend")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_PROJECT_ROOT", root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("REQUEST_METHOD", method.as_str())
@@ -266,18 +295,23 @@ async fn cgi(
         .env("QUERY_STRING", uri.query().unwrap_or(""))
         .env("CONTENT_TYPE", header("content-type"))
         .env("CONTENT_LENGTH", body.len().to_string())
+        // Whoever got past `authorized` may push (receive-pack wants an authenticated user).
         .env("REMOTE_USER", "berth-test")
         .env("REMOTE_ADDR", "127.0.0.1")
         .env("GIT_PROTOCOL", header("git-protocol"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
     let encoding = header("content-encoding");
     if !encoding.is_empty() {
         command.env("HTTP_CONTENT_ENCODING", encoding);
     }
-    let mut child = command.spawn().expect("git http-backend runs");
-    let mut stdin = child.stdin.take().expect("stdin");
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("git http-backend: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // Written while the output is read, so neither side waits on a full pipe.
     let feed = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let _ = stdin.write_all(&body).await;
@@ -285,38 +319,38 @@ async fn cgi(
     let out = child
         .wait_with_output()
         .await
-        .expect("git http-backend ends");
+        .map_err(|e| format!("git http-backend: {e}"))?;
     let _ = feed.await;
-    let split = out
-        .stdout
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| (at, 4))
-        .or_else(|| {
-            out.stdout
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .map(|at| (at, 2))
-        });
-    let Some((at, gap)) = split else {
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        return (StatusCode::INTERNAL_SERVER_ERROR, stderr).into_response();
+    parse_cgi(out.stdout).ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn parse_cgi(mut stdout: Vec<u8>) -> Option<CgiAnswer> {
+    // Headers end at the first empty line; the body after it is binary and may hold either.
+    let (at, gap) = [(find(&stdout, b"\r\n\r\n"), 4), (find(&stdout, b"\n\n"), 2)]
+        .into_iter()
+        .filter_map(|(at, gap)| Some((at?, gap)))
+        .min()?;
+    let body = stdout.split_off(at + gap);
+    let mut answer = CgiAnswer {
+        status: StatusCode::OK,
+        headers: Vec::new(),
+        body,
     };
-    let head = String::from_utf8_lossy(&out.stdout[..at]).into_owned();
-    let mut response = Response::builder().status(200);
-    for line in head.lines() {
+    for line in String::from_utf8_lossy(&stdout[..at]).lines() {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let value = value.trim();
+        let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("status") {
-            let code = value.split_whitespace().next().unwrap_or("200");
-            response = response.status(code.parse::<u16>().unwrap_or(500));
+            let code = value.split_whitespace().next().unwrap_or("");
+            answer.status = code.parse().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         } else {
-            response = response.header(name.trim(), value);
+            answer.headers.push((name.to_string(), value.to_string()));
         }
     }
-    response
-        .body(Body::from(out.stdout[at + gap..].to_vec()))
-        .expect("a response")
+    Some(answer)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -1,10 +1,13 @@
 //! A fake of GitHub's REST API for pull requests, over real HTTP: create (with GitHub's 401,
-//! 403 without a User-Agent, and 422 answers) and list by head branch.
+//! 403 without a User-Agent, and 422 answers) and list by head branch and state.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::{Path, Query, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,27 +15,47 @@ use serde_json::{json, Value};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PullRequest {
+    /// Unique across all repositories of this fake.
+    pub id: u64,
     /// `owner/name`
     pub repo: String,
+    /// Counts from 1 in each repository, as on GitHub.
     pub number: u64,
     pub title: String,
     pub body: String,
     /// The branch name, without `owner:`.
     pub head: String,
     pub base: String,
+    pub draft: bool,
     pub html_url: String,
 }
 
-type BranchCheck = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
+/// One request as the fake received it, for asserting what a client sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiRequest {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub user_agent: Option<String>,
+    /// The `X-GitHub-Api-Version` header.
+    pub api_version: Option<String>,
+}
+
+type BranchCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 struct Inner {
     token: String,
     url: String,
     pulls: Vec<PullRequest>,
+    requests: Vec<ApiRequest>,
     branch_exists: Option<BranchCheck>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
+
+fn lock(inner: &Shared) -> MutexGuard<'_, Inner> {
+    inner.lock().expect("fake GitHub API lock")
+}
 
 pub struct FakeGitHubApi {
     url: String,
@@ -47,7 +70,7 @@ impl Drop for FakeGitHubApi {
 }
 
 impl FakeGitHubApi {
-    /// Starts the fake; requests must carry `token` as a bearer token.
+    /// Starts the fake; requests must carry `token` as `Bearer <token>` or `token <token>`.
     pub async fn start(token: &str) -> FakeGitHubApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -57,10 +80,13 @@ impl FakeGitHubApi {
             token: token.to_string(),
             url: url.clone(),
             pulls: Vec::new(),
+            requests: Vec::new(),
             branch_exists: None,
         }));
         let app = Router::new()
             .route("/repos/{owner}/{repo}/pulls", get(list).post(create))
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(inner.clone(), gate))
             .with_state(inner.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("fake GitHub API");
@@ -68,17 +94,25 @@ impl FakeGitHubApi {
         FakeGitHubApi { url, inner, server }
     }
 
+    /// `http://127.0.0.1:PORT`, the API's base URL.
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// Makes pull requests from branches `check(owner/repo, branch)` denies fail with 422.
+    /// Makes pull requests from branches `check(owner/repo, branch)` denies fail with 422;
+    /// without it, every head branch exists.
     pub fn with_branches(&self, check: impl Fn(&str, &str) -> bool + Send + Sync + 'static) {
-        self.inner.lock().expect("lock").branch_exists = Some(Box::new(check));
+        lock(&self.inner).branch_exists = Some(Arc::new(check));
     }
 
+    /// The pull requests created so far, oldest first.
     pub fn pulls(&self) -> Vec<PullRequest> {
-        self.inner.lock().expect("lock").pulls.clone()
+        lock(&self.inner).pulls.clone()
+    }
+
+    /// Every request received so far, refused ones included.
+    pub fn requests(&self) -> Vec<ApiRequest> {
+        lock(&self.inner).requests.clone()
     }
 }
 
@@ -86,8 +120,45 @@ fn message(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// GitHub's own checks, in its order: a User-Agent, then the token.
-fn refused(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
+fn validation_failed(errors: Value) -> Response {
+    message(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"message": "Validation Failed", "errors": errors}),
+    )
+}
+
+/// Records the request, then applies GitHub's own checks in its order: a User-Agent, then
+/// the token.
+async fn gate(State(inner): State<Shared>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    let seen = ApiRequest {
+        method: request.method().to_string(),
+        path: request
+            .uri()
+            .path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        user_agent: header("user-agent"),
+        api_version: header("x-github-api-version"),
+    };
+    let refusal = {
+        let mut inner = lock(&inner);
+        inner.requests.push(seen);
+        refused(&inner.token, headers)
+    };
+    match refusal {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
+}
+
+fn refused(token: &str, headers: &HeaderMap) -> Option<Response> {
     if !headers.contains_key("user-agent") {
         return Some(message(
             StatusCode::FORBIDDEN,
@@ -96,12 +167,12 @@ fn refused(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
     }
     let auth = headers
         .get("authorization")
-        .and_then(|v| v.to_str().ok())
+        .and_then(|value| value.to_str().ok())
         .unwrap_or("");
     let given = auth
         .strip_prefix("Bearer ")
         .or_else(|| auth.strip_prefix("token "));
-    (given != Some(inner.token.as_str())).then(|| {
+    (given != Some(token)).then(|| {
         message(
             StatusCode::UNAUTHORIZED,
             json!({"message": "Bad credentials", "status": "401"}),
@@ -109,16 +180,29 @@ fn refused(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
     })
 }
 
-fn json_of(inner: &Inner, pull: &PullRequest) -> Value {
+async fn not_found() -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        json!({"message": "Not Found", "status": "404"}),
+    )
+}
+
+/// `branch` from `owner:branch` or `branch`.
+fn branch_of(head: &str) -> &str {
+    head.split_once(':').map_or(head, |(_, branch)| branch)
+}
+
+fn json_of(url: &str, pull: &PullRequest) -> Value {
     let owner = pull.repo.split('/').next().unwrap_or_default();
     json!({
-        "id": pull.number * 1000,
+        "id": pull.id,
         "number": pull.number,
         "state": "open",
+        "draft": pull.draft,
         "title": pull.title,
         "body": pull.body,
         "html_url": pull.html_url,
-        "url": format!("{}/repos/{}/pulls/{}", inner.url, pull.repo, pull.number),
+        "url": format!("{url}/repos/{}/pulls/{}", pull.repo, pull.number),
         "head": {"ref": pull.head, "label": format!("{owner}:{}", pull.head)},
         "base": {"ref": pull.base},
     })
@@ -127,13 +211,14 @@ fn json_of(inner: &Inner, pull: &PullRequest) -> Value {
 async fn create(
     State(inner): State<Shared>,
     Path((owner, repo)): Path<(String, String)>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
+    body: Bytes,
 ) -> Response {
-    let mut inner = inner.lock().expect("lock");
-    if let Some(refusal) = refused(&inner, &headers) {
-        return refusal;
-    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            json!({"message": "Problems parsing JSON"}),
+        );
+    };
     let field = |name: &str| body[name].as_str().unwrap_or_default().to_string();
     let (title, head, base) = (field("title"), field("head"), field("base"));
     let missing: Vec<Value> = [("title", &title), ("head", &head), ("base", &base)]
@@ -142,40 +227,32 @@ async fn create(
         .map(|(name, _)| json!({"resource": "PullRequest", "field": name, "code": "missing_field"}))
         .collect();
     if !missing.is_empty() {
-        return message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"message": "Validation Failed", "errors": missing}),
-        );
+        return validation_failed(Value::Array(missing));
     }
     let repository = format!("{owner}/{repo}");
-    let branch = head
-        .split_once(':')
-        .map_or(head.as_str(), |(_, branch)| branch)
-        .to_string();
-    let exists = inner
-        .branch_exists
-        .as_ref()
-        .is_none_or(|check| check(&repository, &branch));
-    if !exists {
-        return message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"message": "Validation Failed",
-                   "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}]}),
-        );
+    let branch = branch_of(&head).to_string();
+    // The check may run git; keep it off the lock and off the runtime's threads.
+    let check = lock(&inner).branch_exists.clone();
+    if let Some(check) = check {
+        let (repository, branch) = (repository.clone(), branch.clone());
+        let exists = tokio::task::spawn_blocking(move || check(&repository, &branch))
+            .await
+            .expect("branch check");
+        if !exists {
+            return validation_failed(
+                json!([{"resource": "PullRequest", "field": "head", "code": "invalid"}]),
+            );
+        }
     }
-    if inner
-        .pulls
-        .iter()
-        .any(|pull| pull.repo == repository && pull.head == branch)
-    {
-        return message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom",
-                   "message": format!("A pull request already exists for {owner}:{branch}.")}]}),
-        );
+    let mut inner = lock(&inner);
+    let in_repository = || inner.pulls.iter().filter(|pull| pull.repo == repository);
+    if in_repository().any(|pull| pull.head == branch) {
+        return validation_failed(json!([{"resource": "PullRequest", "code": "custom",
+            "message": format!("A pull request already exists for {owner}:{branch}.")}]));
     }
-    let number = inner.pulls.len() as u64 + 1;
+    let number = in_repository().count() as u64 + 1;
     let pull = PullRequest {
+        id: inner.pulls.len() as u64 + 1,
         html_url: format!("{}/{repository}/pull/{number}", inner.url),
         repo: repository,
         number,
@@ -183,8 +260,9 @@ async fn create(
         body: field("body"),
         head: branch,
         base,
+        draft: body["draft"].as_bool().unwrap_or(false),
     };
-    let answer = json_of(&inner, &pull);
+    let answer = json_of(&inner.url, &pull);
     inner.pulls.push(pull);
     message(StatusCode::CREATED, answer)
 }
@@ -192,25 +270,21 @@ async fn create(
 async fn list(
     State(inner): State<Shared>,
     Path((owner, repo)): Path<(String, String)>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let inner = inner.lock().expect("lock");
-    if let Some(refusal) = refused(&inner, &headers) {
-        return refusal;
+    // Pull requests here are never closed: `closed` finds none, `open` and `all` find all.
+    if query.get("state").is_some_and(|state| state == "closed") {
+        return message(StatusCode::OK, json!([]));
     }
+    let inner = lock(&inner);
     let repository = format!("{owner}/{repo}");
-    let head = query.get("head").map(|head| {
-        head.split_once(':')
-            .map_or(head.as_str(), |(_, b)| b)
-            .to_string()
-    });
+    let head = query.get("head").map(|head| branch_of(head));
     let found: Vec<Value> = inner
         .pulls
         .iter()
         .filter(|pull| pull.repo == repository)
-        .filter(|pull| head.as_ref().is_none_or(|head| &pull.head == head))
-        .map(|pull| json_of(&inner, pull))
+        .filter(|pull| head.is_none_or(|head| pull.head == head))
+        .map(|pull| json_of(&inner.url, pull))
         .collect();
     message(StatusCode::OK, Value::Array(found))
 }
