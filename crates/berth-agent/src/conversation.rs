@@ -3,20 +3,20 @@
 //! model ends, a budget is spent, or the attempt is asked to stop.
 
 use berth_proto::{EventKind, Task, Usage};
+use berth_runner::output::OutputEvents;
 use berth_runner::Context;
-use berth_sandbox::{Sandbox, Stream};
+use berth_sandbox::Sandbox;
 use berth_store::StoreError;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
-use crate::model::{Block, Message, Provider, ProviderError, Role, TokenUsage, Tool, TurnRequest};
+use crate::model::{
+    Block, Message, Provider, ProviderError, Role, TokenUsage, Tool, Turn, TurnRequest,
+};
 use crate::prices::Price;
 use crate::redact::{Redactor, StreamRedactor};
 use crate::run::AgentSettings;
 use crate::tools::Toolbox;
 
-/// Output of one command kept as events, at most; the rest is cut and said so.
-const MAX_EVENT_OUTPUT: usize = 1 << 20;
 /// Characters of a tool result shown in its event (the model gets it whole).
 const MAX_EVENT_RESULT: usize = 64 << 10;
 
@@ -55,6 +55,20 @@ struct Transcript {
     messages: Vec<Message>,
 }
 
+/// A tool call of the model's, as it asked for it.
+struct Call {
+    id: String,
+    name: String,
+    input: Value,
+}
+
+impl Call {
+    /// Only an editor `view` surely leaves the workspace as it was.
+    fn may_change_files(&self) -> bool {
+        !(self.name == Tool::Editor.name() && self.input["command"] == "view")
+    }
+}
+
 impl Conversation<'_> {
     pub async fn run(&self) -> Ending {
         match self.converse().await {
@@ -89,115 +103,152 @@ impl Conversation<'_> {
                 }
                 return Ok(Ending::Budget(reason));
             }
-            let request = TurnRequest {
-                model: self.model,
-                system: &system,
-                messages: &transcript.messages,
-                tools: &Tool::ALL,
-                max_tokens: self.settings.max_tokens_per_turn,
-            };
-            let checkpoint = async {
-                match changed {
-                    true => self.checkpoint().await,
-                    false => Ok(()),
-                }
-            };
-            let (answer, saved) = tokio::select! {
-                both = async { tokio::join!(self.provider.turn(&request), checkpoint) } => both,
-                () = self.ctx.stop.cancelled() => return Ok(Ending::Stopped),
-            };
-            saved?;
-            changed = false;
-            let turn = match answer {
+            let turn = match self.ask(&system, &transcript, changed).await? {
                 Ok(turn) => turn,
-                Err(err @ ProviderError::Refused { .. }) => {
-                    return Ok(Ending::Refused(err.to_string()))
-                }
-                Err(err @ ProviderError::Unavailable(_)) => {
-                    return Ok(Ending::Unavailable(err.to_string()))
-                }
+                Err(ending) => return Ok(ending),
             };
-            let cost = self.price.map_or(0.0, |price| price.cost(&turn.usage));
-            self.count(&turn.usage, cost).await?;
-            let content = self.redact_blocks(turn.message.content);
-            let message = Message {
-                role: Role::Assistant,
-                content,
-            };
-            let record = json!({
-                "role": "assistant",
-                "content": message.content,
-                "stop_reason": turn.stop_reason,
-                "usage": usage_json(&turn.usage, cost),
-            });
-            self.ctx
-                .store
-                .append_message(self.ctx.fence, record.clone())
-                .await?;
-            for block in &message.content {
-                if let Block::Text { text } = block {
-                    self.ctx
-                        .emit(EventKind::AssistantText, json!({ "text": text }))
-                        .await?;
-                }
-            }
-            let calls: Vec<(String, String, Value)> = message
+            let message = self.record(turn, &mut transcript).await?;
+            let calls: Vec<Call> = message
                 .tool_uses()
-                .map(|(id, name, input)| (id.to_string(), name.to_string(), input.clone()))
+                .map(|(id, name, input)| Call {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                    input: input.clone(),
+                })
                 .collect();
-            let summary = text_of(&message);
-            transcript.stored.push(record);
-            transcript.messages.push(message);
             if calls.is_empty() {
-                return Ok(Ending::Done { summary });
-            }
-            let mut results = Vec::new();
-            for (id, name, input) in calls {
-                self.ctx
-                    .emit(
-                        EventKind::ToolCall,
-                        json!({"id": id, "name": name, "input": input}),
-                    )
-                    .await?;
-                let output = OutputEvents::start(self.ctx, self.redactor, &id);
-                let mut sink = output.sink();
-                let started = std::time::Instant::now();
-                let ran = tokio::select! {
-                    ran = toolbox.run(&name, &input, &mut sink) => Some(ran),
-                    () = self.ctx.stop.cancelled() => None,
-                };
-                let took = started.elapsed();
-                drop(sink);
-                output.finish().await;
-                let Some(ran) = ran else {
-                    return Ok(Ending::Stopped);
-                };
-                let output = match ran {
-                    Ok(output) => output,
-                    Err(err) => return Ok(Ending::Machine(format!("the sandbox failed: {err}"))),
-                };
-                let content = self.redactor.text(&output.content);
-                let shown: String = content.chars().take(MAX_EVENT_RESULT).collect();
-                self.ctx
-                    .emit(
-                        EventKind::ToolResult,
-                        json!({
-                            "tool_use_id": id,
-                            "content": shown,
-                            "is_error": output.is_error,
-                            "duration_ms": took.as_secs_f64() * 1000.0,
-                        }),
-                    )
-                    .await?;
-                changed |= !(name == Tool::Editor.name() && input["command"] == "view");
-                results.push(Block::ToolResult {
-                    tool_use_id: id,
-                    content,
-                    is_error: output.is_error,
+                return Ok(Ending::Done {
+                    summary: text_of(message),
                 });
+            }
+            changed = calls.iter().any(Call::may_change_files);
+            let mut results = Vec::new();
+            for call in calls {
+                match self.carry_out(&toolbox, call).await? {
+                    Ok(result) => results.push(result),
+                    Err(ending) => return Ok(ending),
+                }
             }
             self.append_user(&mut transcript, results).await?;
         }
+    }
+
+    /// Asks the model for its next turn; the diff so far is stored meanwhile, if the last
+    /// tools may have changed it.
+    async fn ask(
+        &self,
+        system: &str,
+        transcript: &Transcript,
+        changed: bool,
+    ) -> Result<Result<Turn, Ending>, StoreError> {
+        let request = TurnRequest {
+            model: self.model,
+            system,
+            messages: &transcript.messages,
+            tools: &Tool::ALL,
+            max_tokens: self.settings.max_tokens_per_turn,
+        };
+        let checkpoint = async {
+            match changed {
+                true => self.checkpoint().await,
+                false => Ok(()),
+            }
+        };
+        let (answer, saved) = tokio::select! {
+            both = async { tokio::join!(self.provider.turn(&request), checkpoint) } => both,
+            () = self.ctx.stop.cancelled() => return Ok(Err(Ending::Stopped)),
+        };
+        saved?;
+        Ok(answer.map_err(|err| match err {
+            ProviderError::Refused { .. } => Ending::Refused(err.to_string()),
+            ProviderError::Unavailable(_) => Ending::Unavailable(err.to_string()),
+        }))
+    }
+
+    /// Counts the turn's usage, then stores the model's message (redacted) and its text as
+    /// events, before any of its tool calls runs.
+    async fn record<'t>(
+        &self,
+        turn: Turn,
+        transcript: &'t mut Transcript,
+    ) -> Result<&'t Message, StoreError> {
+        let cost = self.price.map_or(0.0, |price| price.cost(&turn.usage));
+        self.count(&turn.usage, cost).await?;
+        let message = Message {
+            role: Role::Assistant,
+            content: self.redact_blocks(turn.message.content),
+        };
+        let record = json!({
+            "role": "assistant",
+            "content": message.content,
+            "stop_reason": turn.stop_reason,
+            "usage": usage_json(&turn.usage, cost),
+        });
+        self.ctx
+            .store
+            .append_message(self.ctx.fence, record.clone())
+            .await?;
+        for block in &message.content {
+            if let Block::Text { text } = block {
+                self.ctx
+                    .emit(EventKind::AssistantText, json!({ "text": text }))
+                    .await?;
+            }
+        }
+        transcript.stored.push(record);
+        transcript.messages.push(message);
+        Ok(transcript.messages.last().expect("just pushed"))
+    }
+
+    /// Runs one tool call in the sandbox, streaming its output, and returns the result for
+    /// the model; or how the conversation ends, if the attempt stops or the sandbox fails.
+    async fn carry_out(
+        &self,
+        toolbox: &Toolbox<'_>,
+        call: Call,
+    ) -> Result<Result<Block, Ending>, StoreError> {
+        let Call { id, name, input } = call;
+        self.ctx
+            .emit(
+                EventKind::ToolCall,
+                json!({"id": id, "name": name, "input": input}),
+            )
+            .await?;
+        let output = output_events(self.ctx, self.redactor, &id);
+        let mut sink = output.sink();
+        let started = std::time::Instant::now();
+        let ran = tokio::select! {
+            ran = toolbox.run(&name, &input, &mut sink) => Some(ran),
+            () = self.ctx.stop.cancelled() => None,
+        };
+        let took = started.elapsed();
+        drop(sink);
+        output.finish().await;
+        let output = match ran {
+            None => return Ok(Err(Ending::Stopped)),
+            Some(Err(err)) => {
+                return Ok(Err(Ending::Machine(format!("the sandbox failed: {err}"))))
+            }
+            Some(Ok(output)) => output,
+        };
+        let content = self.redactor.text(&output.content);
+        let shown: String = content.chars().take(MAX_EVENT_RESULT).collect();
+        self.ctx
+            .emit(
+                EventKind::ToolResult,
+                json!({
+                    "tool_use_id": id,
+                    "content": shown,
+                    "is_error": output.is_error,
+                    "duration_ms": took.as_secs_f64() * 1000.0,
+                }),
+            )
+            .await?;
+        Ok(Ok(Block::ToolResult {
+            tool_use_id: id,
+            content,
+            is_error: output.is_error,
+        }))
     }
 
     /// Loads the stored transcript and makes it one the API accepts: tool calls an earlier
@@ -364,88 +415,10 @@ fn text_of(message: &Message) -> String {
     texts.join("\n")
 }
 
-/// Streams a command's output as `command_output` events while it runs, redacted (a secret
-/// split between two chunks included) and bounded.
-pub struct OutputEvents {
-    sender: Option<mpsc::UnboundedSender<(Stream, Vec<u8>)>>,
-    forwarder: tokio::task::JoinHandle<()>,
-}
-
-impl OutputEvents {
-    pub fn start(ctx: &Context, redactor: &Redactor, tool_use_id: &str) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let forwarder = tokio::spawn(forward(
-            ctx.clone(),
-            redactor.clone(),
-            tool_use_id.to_string(),
-            receiver,
-        ));
-        Self {
-            sender: Some(sender),
-            forwarder,
-        }
-    }
-
-    /// What the sandbox calls with each chunk.
-    pub fn sink(&self) -> impl FnMut(Stream, &[u8]) + Send + 'static {
-        let sender = self.sender.clone().expect("sink taken before finish");
-        move |stream, bytes| {
-            let _ = sender.send((stream, bytes.to_vec()));
-        }
-    }
-
-    /// Waits until everything sent is stored. Drop every sink first.
-    pub async fn finish(mut self) {
-        self.sender.take();
-        let _ = (&mut self.forwarder).await;
-    }
-}
-
-async fn forward(
-    ctx: Context,
-    redactor: Redactor,
-    tool_use_id: String,
-    mut receiver: mpsc::UnboundedReceiver<(Stream, Vec<u8>)>,
-) {
-    let mut stdout = StreamRedactor::new(redactor.clone());
-    let mut stderr = StreamRedactor::new(redactor);
-    let mut kept = 0usize;
-    let mut cut = false;
-    let emit = |stream: &str, text: String| {
-        let ctx = ctx.clone();
-        let payload = json!({"tool_use_id": tool_use_id, "stream": stream, "text": text});
-        async move {
-            if text_is_empty(&payload) {
-                return Ok(());
-            }
-            ctx.emit(EventKind::CommandOutput, payload).await.map(drop)
-        }
-    };
-    while let Some((stream, bytes)) = receiver.recv().await {
-        if kept >= MAX_EVENT_OUTPUT {
-            cut = true;
-            continue;
-        }
-        kept += bytes.len();
-        let (name, text) = match stream {
-            Stream::Stdout => ("stdout", stdout.push(&bytes)),
-            Stream::Stderr => ("stderr", stderr.push(&bytes)),
-        };
-        if emit(name, text).await.is_err() {
-            return;
-        }
-    }
-    let _ = emit("stdout", stdout.finish()).await;
-    let _ = emit("stderr", stderr.finish()).await;
-    if cut {
-        let _ = emit(
-            "stderr",
-            "\n[output past 1 MiB was not kept as events]\n".to_string(),
-        )
-        .await;
-    }
-}
-
-fn text_is_empty(payload: &Value) -> bool {
-    payload["text"].as_str().is_some_and(str::is_empty)
+/// Streams a command's output as `command_output` events while it runs, redacted: a secret
+/// split between two chunks is still masked.
+pub fn output_events(ctx: &Context, redactor: &Redactor, tool_use_id: &str) -> OutputEvents {
+    OutputEvents::start(ctx, Some(tool_use_id), || {
+        StreamRedactor::new(redactor.clone())
+    })
 }

@@ -146,6 +146,16 @@ impl StreamRedactor {
     }
 }
 
+impl berth_runner::output::OutputFilter for StreamRedactor {
+    fn push(&mut self, chunk: &[u8]) -> String {
+        StreamRedactor::push(self, chunk)
+    }
+
+    fn finish(&mut self) -> String {
+        StreamRedactor::finish(self)
+    }
+}
+
 /// `at`, or earlier if the bytes before it end in the middle of a UTF-8 character.
 fn utf8_boundary(bytes: &[u8], at: usize) -> usize {
     match std::str::from_utf8(&bytes[..at]) {

@@ -213,7 +213,7 @@ impl AgentExecutor {
             timeout: self.settings.command_timeout,
             ..ExecRequest::new(command)
         };
-        let output = crate::conversation::OutputEvents::start(ctx, redactor, "setup");
+        let output = crate::conversation::output_events(ctx, redactor, "setup");
         let mut on_output = output.sink();
         let done = tokio::select! {
             done = sandbox.exec(&request, &mut on_output) => done,

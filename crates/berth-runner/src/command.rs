@@ -13,13 +13,10 @@ use berth_sandbox::{
     DockerSandbox, ExecRequest, Limits, NetworkPolicy, Sandbox, SandboxError, SandboxSpec,
 };
 use berth_store::Fence;
-use tokio::sync::mpsc;
 
 use crate::git::{Checkout, GitAccess};
+use crate::output::{OutputEvents, Utf8Text};
 use crate::{Context, Executor, Outcome};
-
-/// Output of one command kept as events, at most; the rest is cut and said so.
-const MAX_EVENT_OUTPUT: usize = 1 << 20;
 
 pub struct SandboxCommand {
     pub git: GitAccess,
@@ -113,21 +110,18 @@ impl SandboxCommand {
                 serde_json::json!({"name": "bash", "input": {"command": self.command}}),
             )
             .await;
-        let (sender, receiver) = mpsc::unbounded_channel::<(berth_sandbox::Stream, Vec<u8>)>();
-        let forwarder = tokio::spawn(forward_output(ctx.clone(), receiver));
+        let output = OutputEvents::start(ctx, None, Utf8Text::default);
+        let mut on_output = output.sink();
         let request = ExecRequest {
             timeout: self.command_timeout,
             ..ExecRequest::new(self.command.clone())
-        };
-        let mut on_output = |stream, bytes: &[u8]| {
-            let _ = sender.send((stream, bytes.to_vec()));
         };
         let result = tokio::select! {
             result = sandbox.exec(&request, &mut on_output) => Some(result),
             () = ctx.stop.cancelled() => None,
         };
-        drop(sender);
-        let _ = forwarder.await;
+        drop(on_output);
+        output.finish().await;
         let diff = sandbox.diff().await.ok().filter(|diff| !diff.is_empty());
         match result {
             None => Outcome::Stopped { diff },
@@ -155,35 +149,6 @@ impl SandboxCommand {
                 diff,
             },
         }
-    }
-}
-
-/// Stores command output as events, in order, up to a bound.
-async fn forward_output(
-    ctx: Context,
-    mut receiver: mpsc::UnboundedReceiver<(berth_sandbox::Stream, Vec<u8>)>,
-) {
-    let mut kept = 0usize;
-    let mut cut = false;
-    while let Some((stream, bytes)) = receiver.recv().await {
-        if kept >= MAX_EVENT_OUTPUT {
-            cut = true;
-            continue;
-        }
-        kept += bytes.len();
-        let stream = match stream {
-            berth_sandbox::Stream::Stdout => "stdout",
-            berth_sandbox::Stream::Stderr => "stderr",
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        let payload = serde_json::json!({ "stream": stream, "text": text });
-        if ctx.emit(EventKind::CommandOutput, payload).await.is_err() {
-            return;
-        }
-    }
-    if cut {
-        let note = serde_json::json!({ "stream": "stderr", "text": "\n[output past 1 MiB was not kept]\n" });
-        let _ = ctx.emit(EventKind::CommandOutput, note).await;
     }
 }
 

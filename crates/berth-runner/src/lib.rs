@@ -7,6 +7,7 @@ mod backoff;
 pub mod command;
 mod executor;
 pub mod git;
+pub mod output;
 
 use std::collections::HashMap;
 use std::future::Future;
