@@ -162,7 +162,14 @@ pub fn request_body(request: &TurnRequest<'_>) -> Value {
     if let Some(last) = tools.last_mut() {
         last["cache_control"] = cached.clone();
     }
-    let mut messages: Vec<Value> = request.messages.iter().map(message_json).collect();
+    // The API refuses an empty message before the last; an empty answer (which models do
+    // give) is left out, and the user messages around it are read as one.
+    let mut messages: Vec<Value> = request
+        .messages
+        .iter()
+        .map(message_json)
+        .filter(|message| message["content"].as_array().is_some_and(|c| !c.is_empty()))
+        .collect();
     if let Some(block) = messages
         .last_mut()
         .and_then(|message| message["content"].as_array_mut())
@@ -412,6 +419,11 @@ mod tests {
                 content: vec![Block::Other, Block::Text { text: "ok".into() }],
             },
             Message::user_text("second"),
+            Message {
+                role: Role::Assistant,
+                content: vec![Block::Other],
+            },
+            Message::user_text("third"),
         ];
         let body = request_body(&TurnRequest {
             model: "m",
@@ -432,8 +444,17 @@ mod tests {
             1,
             "unknown blocks are not sent"
         );
+        assert!(body["messages"][2]["content"][0]
+            .get("cache_control")
+            .is_none());
         assert_eq!(
-            body["messages"][2]["content"][0]["cache_control"]["type"],
+            body["messages"].as_array().unwrap().len(),
+            4,
+            "an answer with nothing to send is left out"
+        );
+        assert_eq!(body["messages"][3]["content"][0]["text"], "third");
+        assert_eq!(
+            body["messages"][3]["content"][0]["cache_control"]["type"],
             "ephemeral"
         );
     }

@@ -135,6 +135,10 @@ fn chat_messages(message: &Message) -> Vec<Value> {
                            "function": {"name": name, "arguments": input.to_string()}})
                 })
                 .collect();
+            if text.is_empty() && calls.is_empty() {
+                // An empty answer: chat APIs refuse an assistant message with nothing in it.
+                return Vec::new();
+            }
             let mut out = json!({
                 "role": "assistant",
                 "content": if text.is_empty() { Value::Null } else { Value::String(text) },

@@ -84,6 +84,33 @@ async fn tool_input_streamed_one_character_at_a_time_is_assembled() {
 }
 
 #[tokio::test]
+async fn an_empty_answer_in_the_transcript_is_left_out_of_the_request() {
+    let fake = FakeAnthropic::start("sk-test").await;
+    fake.push([Reply::text("Still here.")]);
+    // Models do answer with nothing at times; the API refuses such a message before the last.
+    let messages = [
+        Message::user_text("Fix the bug"),
+        Message {
+            role: berth_agent::Role::Assistant,
+            content: vec![],
+        },
+        Message::user_text("Are you there?"),
+    ];
+    let request = TurnRequest {
+        model: "claude-test",
+        system: "You are in a sandbox.",
+        messages: &messages,
+        tools: &Tool::ALL,
+        max_tokens: 1024,
+    };
+    let turn = provider(&fake, "sk-test").turn(&request).await;
+    assert!(turn.is_ok(), "{turn:?} {:?}", fake.rejections());
+    let sent = &fake.requests()[0]["messages"];
+    assert_eq!(sent.as_array().unwrap().len(), 2);
+    assert_eq!(sent[1]["content"][0]["text"], "Are you there?");
+}
+
+#[tokio::test]
 async fn an_error_event_after_http_200_is_retried() {
     let fake = FakeAnthropic::start("sk-test").await;
     fake.push([

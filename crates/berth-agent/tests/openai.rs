@@ -100,6 +100,12 @@ fn conversation() -> Vec<Message> {
                 },
             ],
         },
+        // An empty answer, as models sometimes give, then a follow-up.
+        Message {
+            role: Role::Assistant,
+            content: vec![],
+        },
+        Message::user_text("Are you there?"),
     ]
 }
 
@@ -153,6 +159,7 @@ async fn the_transcript_is_translated_both_ways() {
                 {"id": "call_a", "type": "function", "function": {"name": "bash", "arguments": "{\"command\":\"ls\"}"}}]},
             {"role": "tool", "tool_call_id": "call_a", "content": "README"},
             {"role": "user", "content": "And then stop."},
+            {"role": "user", "content": "Are you there?"},
         ])
     );
     assert_eq!(body["tools"][0]["function"]["name"], "bash");

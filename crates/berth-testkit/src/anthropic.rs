@@ -400,8 +400,8 @@ fn futures_stream(
 }
 
 /// The API's rules Berth could break when it resumes: the conversation starts with the user,
-/// and every `tool_use` is answered by a `tool_result` in the very next (user) message, which
-/// answers nothing else.
+/// no message but a final assistant one is empty, and every `tool_use` is answered by a
+/// `tool_result` in the very next (user) message, which answers nothing else.
 pub fn check_transcript(body: &Value) -> Result<(), String> {
     let messages = body["messages"]
         .as_array()
@@ -422,6 +422,13 @@ pub fn check_transcript(body: &Value) -> Result<(), String> {
                 .filter_map(|b| b[field].as_str().map(str::to_string))
                 .collect()
         };
+        let empty = match &message["content"] {
+            Value::String(text) => text.is_empty(),
+            other => other.as_array().is_none_or(Vec::is_empty),
+        };
+        if empty && !(message["role"] == "assistant" && i + 1 == messages.len()) {
+            return Err(format!("messages.{i}: all messages must have non-empty content except for the optional final assistant message"));
+        }
         let results = ids(&blocks, "tool_result", "tool_use_id");
         let asked = match i.checked_sub(1).map(|p| &messages[p]) {
             Some(previous) if previous["role"] == "assistant" => ids(
