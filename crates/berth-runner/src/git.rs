@@ -224,6 +224,9 @@ async fn run(command: &mut tokio::process::Command) -> Result<std::process::Outp
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ALLOW_PROTOCOL", "https:http:ssh")
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        // Messages in English: some are matched (a missing remote branch) and all are shown.
+        .env("LC_ALL", "C")
         .kill_on_drop(true)
         .output()
         .await
