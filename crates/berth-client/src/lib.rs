@@ -44,9 +44,29 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether the request may have been acted on with its answer lost on the way, or not
+    /// reached the server at all: worth sending again when that is safe.
+    fn may_be_lost(&self) -> bool {
+        match self {
+            ClientError::Http(err) => !err.is_builder() && !err.is_redirect() && !err.is_status(),
+            ClientError::Api { status, .. } => matches!(
+                *status,
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            ),
+            ClientError::Url(_) => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// How often a request with an idempotency key is sent at most, and the first wait between
+/// two tries (doubled each time).
+const SEND_TRIES: u32 = 4;
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Filters and position for [`Client::list_tasks`].
 #[derive(Clone, Debug, Default)]
@@ -76,6 +96,7 @@ impl Client {
     pub fn new(base_url: &str, token: Option<String>) -> Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("berth-client/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
             .build()?;
         Ok(Self {
             http,
@@ -110,19 +131,19 @@ impl Client {
     }
 
     /// Creates a task; returns it and whether this call created it (`false` when the
-    /// idempotency key had been used before).
+    /// idempotency key had been used before). With a key, an answer lost to the network is
+    /// asked for again with the same key, which cannot make a second task.
     pub async fn create_task(
         &self,
         task: &CreateTask,
         idempotency_key: Option<&str>,
     ) -> Result<(Task, bool)> {
-        let mut request = self.request(Method::POST, "/v1/tasks")?.json(task);
-        if let Some(key) = idempotency_key {
-            request = request.header("Idempotency-Key", key);
-        }
-        let response = checked(request.send().await?).await?;
-        let created = response.status() == StatusCode::CREATED;
-        Ok((response.json().await?, created))
+        let (task, status) = self
+            .send_idempotent(idempotency_key, || {
+                Ok(self.request(Method::POST, "/v1/tasks")?.json(task))
+            })
+            .await?;
+        Ok((task, status == StatusCode::CREATED))
     }
 
     pub async fn list_tasks(&self, query: &ListTasks) -> Result<TaskPage> {
@@ -165,16 +186,25 @@ impl Client {
         self.send_json(request).await
     }
 
-    /// Queues a follow-up on a task that has ended.
-    pub async fn follow_up(&self, id: TaskId, prompt: &str) -> Result<Task> {
+    /// Queues a follow-up on a task that has ended; returns the task and whether this call
+    /// queued it (`false` when the idempotency key had been used before). Retried like
+    /// [`Client::create_task`].
+    pub async fn follow_up(
+        &self,
+        id: TaskId,
+        prompt: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Task, bool)> {
         let body = berth_proto::FollowUp {
             prompt: prompt.to_string(),
         };
-        self.send_json(
-            self.request(Method::POST, &format!("/v1/tasks/{id}/messages"))?
-                .json(&body),
-        )
-        .await
+        let path = format!("/v1/tasks/{id}/messages");
+        let (task, status) = self
+            .send_idempotent(idempotency_key, || {
+                Ok(self.request(Method::POST, &path)?.json(&body))
+            })
+            .await?;
+        Ok((task, status == StatusCode::ACCEPTED))
     }
 
     /// The task's diff as bytes (it may hold binary patches).
@@ -214,6 +244,38 @@ impl Client {
             checked(self.http.get(self.base.join(path)?).send().await?).await?;
         }
         Ok(())
+    }
+
+    /// Sends a request that creates something. With an idempotency key it is sent again,
+    /// with the same key, after a failure that may have lost the answer (the connection
+    /// dropped, a gateway error), so that a flaky network neither loses nor doubles it.
+    async fn send_idempotent<T: DeserializeOwned>(
+        &self,
+        key: Option<&str>,
+        build: impl Fn() -> Result<RequestBuilder>,
+    ) -> Result<(T, StatusCode)> {
+        let mut delay = RETRY_DELAY;
+        let mut tries = 1;
+        loop {
+            let mut request = build()?;
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key);
+            }
+            let answer: Result<(T, StatusCode)> = async {
+                let response = checked(request.send().await?).await?;
+                let status = response.status();
+                Ok((response.json().await?, status))
+            }
+            .await;
+            match answer {
+                Err(err) if key.is_some() && tries < SEND_TRIES && err.may_be_lost() => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    tries += 1;
+                }
+                answer => return answer,
+            }
+        }
     }
 
     async fn send_json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {

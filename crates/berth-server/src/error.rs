@@ -68,7 +68,7 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotencyMismatch => ApiError::unprocessable(
                 "idempotency_key_reused",
                 "this Idempotency-Key was already used for a different request; use a new key \
-                 for a new task",
+                 for a new request",
             ),
             StoreError::Conflict(message) => ApiError::new(
                 axum::http::StatusCode::CONFLICT,

@@ -70,7 +70,18 @@ pub struct NewTask {
     pub idempotency: Option<(String, String)>,
 }
 
-/// Whether `create_task` made a new task or found the one made earlier with the same key.
+/// A follow-up to queue on a task that has ended, already validated.
+#[derive(Clone, Debug)]
+pub struct NewFollowUp {
+    pub prompt: String,
+    /// Attempts this follow-up may take.
+    pub max_attempts: i64,
+    /// `(key, hash of the request body)` when the client sent an `Idempotency-Key`.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// Whether `create_task` made a new task (or `continue_task` queued the follow-up), or found
+/// what an earlier request with the same idempotency key did.
 #[derive(Clone, Debug)]
 pub struct Created {
     pub task: Task,
@@ -313,15 +324,15 @@ pub trait Store: Send + Sync + 'static {
     /// The runner's view of a task it holds: base commit and a follow-up prompt, if any.
     async fn work_state(&self, task_id: TaskId) -> Result<WorkState>;
     /// Queues a follow-up on a task that has ended: the next attempt continues the same
-    /// transcript and workspace with `prompt`. `None` if the task is unknown or not the
-    /// owner's; `Err(Conflict)` if it has not ended.
+    /// transcript and workspace with its prompt. `None` if the task is unknown or not the
+    /// owner's; `Err(Conflict)` if it has not ended. A follow-up whose idempotency key this
+    /// task has seen queues nothing: it answers the task as it is now, `created: false`.
     async fn continue_task(
         &self,
         owner_id: UserId,
         id: TaskId,
-        prompt: &str,
-        max_attempts: i64,
-    ) -> Result<Option<Task>>;
+        follow_up: NewFollowUp,
+    ) -> Result<Option<Created>>;
 
     /// The task's stored diff, if any.
     async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>>;

@@ -256,7 +256,7 @@ async fn a_task_reads_edits_tests_and_ends_with_a_pull_request_then_a_follow_up_
         Reply::text("Added a goodbye."),
     ]);
     client
-        .follow_up(task.id, "Also say goodbye on a second line")
+        .follow_up(task.id, "Also say goodbye on a second line", None)
         .await
         .unwrap();
     let again = ended(&client, task.id).await;

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use berth_proto::{CreateTask, ErrorBody, EventPage, FollowUp, Task, TaskId, TaskPage, TaskStatus};
-use berth_store::{NewTask, TaskQuery};
+use berth_store::{NewFollowUp, NewTask, TaskQuery};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use utoipa::IntoParams;
@@ -192,7 +192,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 /// Identifies the request a key was first used for, so a reused key is told apart from a retry.
-fn request_hash(request: &CreateTask) -> String {
+fn request_hash(request: &impl serde::Serialize) -> String {
     let canonical = serde_json::to_vec(request).unwrap_or_default();
     let digest = Sha256::digest(canonical);
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
@@ -416,9 +416,15 @@ async fn get_diff(
 /// conversation and the workspace as it left it; its result updates the same branch.
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/messages", tag = "tasks", request_body = FollowUp,
-    params(("id" = String, Path, description = "Task id")),
+    params(
+        ("id" = String, Path, description = "Task id"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Any unique string up to 255 characters; a retry with the same key \
+                           queues nothing and returns the task as it is now"),
+    ),
     responses(
         (status = 202, description = "Queued again", body = Task),
+        (status = 200, description = "Queued earlier by a follow-up with the same Idempotency-Key", body = Task),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The task has not ended yet", body = ErrorBody),
         (status = 413, body = ErrorBody),
@@ -430,14 +436,24 @@ async fn follow_up(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<TaskId>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<FollowUp>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     check_prompt(&state, &request.prompt)?;
-    let max_attempts = state.config.max_attempts;
-    let task = state
+    let idempotency = idempotency_key(&headers)?.map(|key| (key, request_hash(&request)));
+    let follow_up = NewFollowUp {
+        prompt: request.prompt,
+        max_attempts: state.config.max_attempts,
+        idempotency,
+    };
+    let queued = state
         .store
-        .continue_task(caller.user_id(), id, &request.prompt, max_attempts)
-        .await?;
-    let task = task.ok_or_else(|| ApiError::not_found("task"))?;
-    Ok((StatusCode::ACCEPTED, Json(task)))
+        .continue_task(caller.user_id(), id, follow_up)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    let status = match queued.created {
+        true => StatusCode::ACCEPTED,
+        false => StatusCode::OK,
+    };
+    Ok((status, Json(queued.task)))
 }

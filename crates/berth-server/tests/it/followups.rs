@@ -5,9 +5,12 @@ use berth_store::{ClaimLimits, Fence, StoreError, TaskEnd};
 use reqwest::StatusCode;
 
 use crate::harness::{on_both_backends, Backend, TestDatabase, TestServer};
+use crate::idempotency::through_lossy_network;
 
 on_both_backends!(
     follow_up_requeues_a_finished_task,
+    a_retried_follow_up_is_queued_once,
+    a_follow_up_whose_answer_is_lost_is_queued_once,
     transcript_and_usage_are_fenced
 );
 
@@ -40,7 +43,10 @@ async fn follow_up_requeues_a_finished_task(backend: Backend) {
         .await
         .unwrap();
 
-    let early = alice.follow_up(task.id, "and then?").await.unwrap_err();
+    let early = alice
+        .follow_up(task.id, "and then?", None)
+        .await
+        .unwrap_err();
     assert_eq!(
         (early.status(), early.code()),
         (Some(StatusCode::CONFLICT), Some("task_not_finished"))
@@ -59,15 +65,19 @@ async fn follow_up_requeues_a_finished_task(backend: Backend) {
     server.store.finish_task(fence, succeeded()).await.unwrap();
 
     assert_eq!(
-        bob.follow_up(task.id, "mine now")
+        bob.follow_up(task.id, "mine now", None)
             .await
             .unwrap_err()
             .status(),
         Some(StatusCode::NOT_FOUND)
     );
-    let empty = alice.follow_up(task.id, "  ").await.unwrap_err();
+    let empty = alice.follow_up(task.id, "  ", None).await.unwrap_err();
     assert_eq!(empty.code(), Some("invalid_prompt"));
-    let again = alice.follow_up(task.id, "now add tests").await.unwrap();
+    let (again, queued) = alice
+        .follow_up(task.id, "now add tests", None)
+        .await
+        .unwrap();
+    assert!(queued);
     assert_eq!(again.status, TaskStatus::Queued);
     assert_eq!(again.finished_at, None);
     let state = server.store.work_state(task.id).await.unwrap();
@@ -84,6 +94,113 @@ async fn follow_up_requeues_a_finished_task(backend: Backend) {
         .unwrap();
     assert_eq!(second.id, task.id);
     assert_eq!(second.attempt, 2);
+    server.stop().await;
+}
+
+/// Claims the task and ends it as succeeded, as a runner would.
+async fn run_to_the_end(server: &TestServer) {
+    let claimed = server
+        .store
+        .claim_next_task(&limits())
+        .await
+        .unwrap()
+        .unwrap();
+    let fence = Fence {
+        task_id: claimed.id,
+        attempt: claimed.attempt,
+    };
+    server.store.finish_task(fence, succeeded()).await.unwrap();
+}
+
+async fn follow_up_events(client: &berth_client::Client, id: berth_proto::TaskId) -> usize {
+    let events = client.list_events(id, 0, None).await.unwrap().events;
+    events
+        .iter()
+        .filter(|event| event.payload["reason"] == "follow-up")
+        .count()
+}
+
+async fn a_retried_follow_up_is_queued_once(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::start(&db).await;
+    let alice = server.user("alice").await;
+    let (task, _) = alice
+        .create_task(&CreateTask::new("https://github.com/o/r", "first"), None)
+        .await
+        .unwrap();
+    run_to_the_end(&server).await;
+
+    let (queued, fresh) = alice
+        .follow_up(task.id, "add tests", Some("reply-1"))
+        .await
+        .unwrap();
+    assert!(fresh, "the first one answers 202");
+    assert_eq!(queued.status, TaskStatus::Queued);
+    // The retry comes while the follow-up waits: it is answered, not refused as a conflict.
+    let (again, fresh) = alice
+        .follow_up(task.id, "add tests", Some("reply-1"))
+        .await
+        .unwrap();
+    assert!(!fresh, "the retry answers 200");
+    assert_eq!((again.id, again.status), (task.id, TaskStatus::Queued));
+    let reused = alice
+        .follow_up(task.id, "something else", Some("reply-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (reused.status(), reused.code()),
+        (
+            Some(StatusCode::UNPROCESSABLE_ENTITY),
+            Some("idempotency_key_reused")
+        )
+    );
+    assert_eq!(follow_up_events(&alice, task.id).await, 1);
+
+    // Once the follow-up has run, a late retry still does not queue it again.
+    run_to_the_end(&server).await;
+    let (late, fresh) = alice
+        .follow_up(task.id, "add tests", Some("reply-1"))
+        .await
+        .unwrap();
+    assert!(!fresh);
+    assert_eq!(late.status, TaskStatus::Succeeded);
+    assert_eq!(follow_up_events(&alice, task.id).await, 1);
+
+    // Another user's key finds nothing of alice's; a new key is a new follow-up.
+    let bob = server.user("bob").await;
+    let hidden = bob
+        .follow_up(task.id, "add tests", Some("reply-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.status(), Some(StatusCode::NOT_FOUND));
+    let (_, fresh) = alice
+        .follow_up(task.id, "and docs", Some("reply-2"))
+        .await
+        .unwrap();
+    assert!(fresh);
+    assert_eq!(follow_up_events(&alice, task.id).await, 2);
+    server.stop().await;
+}
+
+async fn a_follow_up_whose_answer_is_lost_is_queued_once(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::start(&db).await;
+    let alice = server.user("alice").await;
+    let (task, _) = alice
+        .create_task(&CreateTask::new("https://github.com/o/r", "first"), None)
+        .await
+        .unwrap();
+    run_to_the_end(&server).await;
+
+    let (proxy, flaky) = through_lossy_network(&server, &alice, 1).await;
+    let (queued, fresh) = flaky
+        .follow_up(task.id, "add tests", Some("reply-1"))
+        .await
+        .unwrap();
+    assert_eq!(proxy.lost(), 1);
+    assert!(!fresh, "the lost request queued it; the retry was answered");
+    assert_eq!(queued.status, TaskStatus::Queued);
+    assert_eq!(follow_up_events(&alice, task.id).await, 1);
     server.stop().await;
 }
 

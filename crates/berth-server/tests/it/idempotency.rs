@@ -1,7 +1,8 @@
 //! `Idempotency-Key`: a phone that retries on a flaky network never creates two tasks.
 
-use berth_client::ListTasks;
+use berth_client::{Client, ClientError, ListTasks};
 use berth_proto::CreateTask;
+use berth_testkit::LossyProxy;
 use reqwest::StatusCode;
 
 use crate::harness::{on_both_backends, Backend, TestDatabase, TestServer};
@@ -11,6 +12,7 @@ on_both_backends!(
     same_key_with_another_body_is_refused,
     concurrent_requests_with_one_key_make_one_task,
     keys_belong_to_their_user,
+    answers_lost_on_the_way_are_asked_for_again_with_the_same_key,
 );
 
 fn sample() -> CreateTask {
@@ -99,5 +101,48 @@ async fn keys_belong_to_their_user(backend: Backend) {
     let (b, created) = bob.create_task(&sample(), Some("shared")).await.unwrap();
     assert!(created);
     assert_ne!(a.id, b.id);
+    server.stop().await;
+}
+
+/// A client whose requests go through a proxy that loses the first `lose` answers.
+pub async fn through_lossy_network(
+    server: &TestServer,
+    user: &Client,
+    lose: usize,
+) -> (LossyProxy, Client) {
+    let upstream = server
+        .base_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = LossyProxy::start(upstream, lose).await;
+    let client = Client::new(proxy.url(), user.token().map(str::to_string)).unwrap();
+    (proxy, client)
+}
+
+async fn answers_lost_on_the_way_are_asked_for_again_with_the_same_key(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::start(&db).await;
+    let alice = server.user("alice").await;
+    let count = || async {
+        let page = alice.list_tasks(&ListTasks::default()).await.unwrap();
+        page.tasks.len()
+    };
+
+    let (proxy, flaky) = through_lossy_network(&server, &alice, 2).await;
+    let (task, created) = flaky.create_task(&sample(), Some("key-1")).await.unwrap();
+    assert_eq!(proxy.lost(), 2, "two answers were lost on the way");
+    assert!(
+        !created,
+        "the first, lost, request made the task; the third found it"
+    );
+    assert_eq!(task.prompt, "fix the flaky test");
+    assert_eq!(count().await, 1);
+
+    // Without a key the client cannot know whether to send again, so it does not.
+    let (_proxy, flaky) = through_lossy_network(&server, &alice, 1).await;
+    let lost = flaky.create_task(&sample(), None).await.unwrap_err();
+    assert!(matches!(lost, ClientError::Http(_)), "{lost:?}");
+    assert_eq!(count().await, 2, "the server did act on it");
     server.stop().await;
 }

@@ -600,10 +600,9 @@ impl Store for PostgresStore {
         &self,
         owner_id: UserId,
         id: TaskId,
-        prompt: &str,
-        max_attempts: i64,
-    ) -> Result<Option<Task>> {
-        self.follow_up(owner_id, id, prompt, max_attempts).await
+        follow_up: crate::NewFollowUp,
+    ) -> Result<Option<Created>> {
+        self.follow_up(owner_id, id, follow_up).await
     }
 
     async fn get_diff(&self, owner_id: UserId, id: TaskId) -> Result<Option<Vec<u8>>> {

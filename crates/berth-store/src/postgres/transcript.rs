@@ -1,11 +1,10 @@
 //! The model transcript, usage totals and follow-ups on PostgreSQL.
 
-use berth_proto::{EventKind, Task, TaskId, Usage, UserId};
+use berth_proto::{EventKind, TaskId, Usage, UserId};
 use sqlx::types::Json;
 
-use super::{append_in, PostgresStore};
-use crate::rows::{task_columns, TaskRow};
-use crate::{Fence, Result, StoreError, WorkState};
+use super::{append_in, fetch_task, PostgresStore};
+use crate::{Created, Fence, NewFollowUp, Result, StoreError, WorkState};
 
 const HELD: &str = "AND attempt = $2 AND status IN ('running', 'cancelling')";
 
@@ -130,9 +129,8 @@ impl PostgresStore {
         &self,
         owner_id: UserId,
         id: TaskId,
-        prompt: &str,
-        max_attempts: i64,
-    ) -> Result<Option<Task>> {
+        follow_up: NewFollowUp,
+    ) -> Result<Option<Created>> {
         let mut tx = self.write().await?;
         let status: Option<String> = sqlx::query_scalar(
             "SELECT status FROM tasks WHERE id = $1 AND owner_id = $2 FOR UPDATE",
@@ -145,11 +143,41 @@ impl PostgresStore {
             tx.rollback().await?;
             return Ok(None);
         };
+        if let Some((key, hash)) = &follow_up.idempotency {
+            match seen_follow_up(&mut tx, id, key).await? {
+                Some(seen) if seen == *hash => {
+                    let task = fetch_task(&mut tx, id).await?;
+                    tx.rollback().await?;
+                    return Ok(Some(Created {
+                        task,
+                        created: false,
+                    }));
+                }
+                Some(_) => {
+                    tx.rollback().await?;
+                    return Err(StoreError::IdempotencyMismatch);
+                }
+                None => {}
+            }
+        }
         if matches!(status.as_str(), "queued" | "running" | "cancelling") {
             tx.rollback().await?;
             return Err(StoreError::Conflict(format!(
                 "the task is {status}; a follow-up can be sent once it has ended"
             )));
+        }
+        if let Some((key, hash)) = &follow_up.idempotency {
+            sqlx::query(concat!(
+                "INSERT INTO follow_ups (task_id, idempotency_key, request_hash, created_at)",
+                " VALUES ($1, $2, $3, ",
+                now!(),
+                ")"
+            ))
+            .bind(id.0)
+            .bind(key)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query(&format!(
             "UPDATE tasks SET status = 'queued', pending_prompt = $2, error = NULL, \
@@ -158,28 +186,25 @@ impl PostgresStore {
             now = now!()
         ))
         .bind(id.0)
-        .bind(prompt)
-        .bind(max_attempts)
+        .bind(&follow_up.prompt)
+        .bind(follow_up.max_attempts)
         .execute(&mut *tx)
         .await?;
-        let payload =
-            serde_json::json!({ "status": "queued", "reason": "follow-up", "prompt": prompt });
+        let payload = serde_json::json!({
+            "status": "queued", "reason": "follow-up", "prompt": follow_up.prompt,
+        });
         let notice = append_in(&mut tx, id, None, EventKind::Status, &payload).await?;
         sqlx::query("SELECT pg_notify('berth_work', '')")
             .execute(&mut *tx)
             .await?;
-        let row: TaskRow = sqlx::query_as(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks WHERE id = $1"
-        ))
-        .bind(id.0)
-        .fetch_one(&mut *tx)
-        .await?;
+        let task = fetch_task(&mut tx, id).await?;
         tx.commit().await?;
         self.published(notice);
         self.signals.wake_runners();
-        Ok(Some(row.try_into()?))
+        Ok(Some(Created {
+            task,
+            created: true,
+        }))
     }
 
     /// Takes the write lock on a task held by `fence`, or fails with `Fenced`. A message
@@ -197,4 +222,19 @@ impl PostgresStore {
             _ => Ok(()),
         }
     }
+}
+
+/// The request hash a follow-up with this key was sent with, if one was.
+async fn seen_follow_up(
+    conn: &mut sqlx::PgConnection,
+    id: TaskId,
+    key: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT request_hash FROM follow_ups WHERE task_id = $1 AND idempotency_key = $2",
+    )
+    .bind(id.0)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?)
 }

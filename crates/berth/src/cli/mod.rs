@@ -179,7 +179,8 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<Exit> {
                 },
                 ..CreateTask::new(repo, prompt)
             };
-            // A retry of this same command after a network error must not make a second task.
+            // The client sends the request again after a network error, with this key, so a
+            // lost answer never makes a second task.
             let key = TaskId::new().to_string();
             let client = client()?;
             let (task, _) = client.create_task(&request, Some(&key)).await?;
@@ -198,7 +199,9 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<Exit> {
             output,
         } => {
             let client = client()?;
-            let task = client.follow_up(id, &prompt).await?;
+            // As for submit: a retried follow-up is never queued twice.
+            let key = TaskId::new().to_string();
+            let (task, _) = client.follow_up(id, &prompt, Some(&key)).await?;
             if watch {
                 // Only what happens from the follow-up on.
                 return follow_from(&client, task.id, task.last_event_seq - 1, output).await;
