@@ -44,14 +44,6 @@ pub fn provider(config: &Config) -> Arc<dyn Provider> {
 }
 
 pub fn settings(config: &Config) -> AgentSettings {
-    let secrets = config
-        .anthropic_api_key
-        .iter()
-        .chain(&config.openai_api_key)
-        .chain(&config.github_token)
-        .chain(&config.github_client_secret)
-        .chain(&config.redact_secrets)
-        .map(|secret| secret.expose().to_string());
     AgentSettings {
         model: config.agent_model.clone(),
         max_tokens_per_turn: config.agent_max_output_tokens,
@@ -59,7 +51,7 @@ pub fn settings(config: &Config) -> AgentSettings {
         command_timeout: Duration::from_secs(config.agent_command_timeout_secs),
         setup_commands: config.setup_commands.clone(),
         prices: PriceTable::default().with(&config.prices),
-        redactor: Redactor::new(secrets),
+        redactor: Redactor::new(server_secrets(config)),
         github: Some(GitHub {
             web_url: config.github_web_url.clone(),
             api_url: config.github_api_url.clone(),
@@ -69,6 +61,36 @@ pub fn settings(config: &Config) -> AgentSettings {
             email: config.git_author_email.clone(),
         },
     }
+}
+
+/// Every secret in the server's configuration, for the agent to keep out of what it stores:
+/// the keys, the GitHub credentials, the encryption keys, the database password and the
+/// operator's own `redact_secrets`.
+fn server_secrets(config: &Config) -> Vec<String> {
+    let whole = config
+        .anthropic_api_key
+        .iter()
+        .chain(&config.openai_api_key)
+        .chain(&config.github_token)
+        .chain(&config.github_client_secret)
+        .chain(&config.encryption_key)
+        .chain(&config.redact_secrets)
+        .map(|secret| secret.expose().to_string());
+    // Old keys are `id:base64,id:base64`: each key by itself.
+    let old_keys = config.encryption_old_keys.iter().flat_map(|keys| {
+        let keys: Vec<String> = keys
+            .expose()
+            .split(',')
+            .filter_map(|pair| pair.split_once(':').map(|(_, key)| key.trim().to_string()))
+            .collect();
+        keys
+    });
+    let database_password = config
+        .database_url
+        .as_ref()
+        .and_then(|url| url::Url::parse(url.expose()).ok())
+        .and_then(|url| url.password().map(str::to_string));
+    whole.chain(old_keys).chain(database_password).collect()
 }
 
 /// Stands in for the Anthropic API when no key is configured, so each task ends saying so.
@@ -83,5 +105,42 @@ impl Provider for NoKey {
                       anthropic_api_key in berth.toml"
                 .to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_server::Secret;
+
+    use super::*;
+
+    #[test]
+    fn every_configured_secret_is_redacted() {
+        let config = Config {
+            anthropic_api_key: Some(Secret::new("sk-ant-key-123456".to_string())),
+            encryption_key: Some(Secret::new("bmV3LWtleS1ieXRlcw==".to_string())),
+            encryption_old_keys: Some(Secret::new(
+                "k1:b2xkLWtleS1vbmU=, k2:b2xkLWtleS10d28=".to_string(),
+            )),
+            database_url: Some(Secret::new(
+                "postgres://berth:db-pass-987@db.internal/berth".to_string(),
+            )),
+            ..Config::default()
+        };
+        let secrets = server_secrets(&config);
+        for expected in [
+            "sk-ant-key-123456",
+            "bmV3LWtleS1ieXRlcw==",
+            "b2xkLWtleS1vbmU=",
+            "b2xkLWtleS10d28=",
+            "db-pass-987",
+        ] {
+            assert!(secrets.iter().any(|s| s == expected), "{expected} missing");
+        }
+        let redactor = settings(&config).redactor;
+        assert_eq!(
+            redactor.text("connect with db-pass-987 and b2xkLWtleS10d28="),
+            "connect with [REDACTED] and [REDACTED]"
+        );
     }
 }
