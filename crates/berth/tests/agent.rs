@@ -606,3 +606,73 @@ async fn a_runner_killed_after_a_tool_call_was_stored_resumes_without_an_api_rej
     );
     assert!(terminate(&mut server.0).success());
 }
+
+/// Containers of the task on the engine, running or not.
+fn containers_of(task: berth_proto::TaskId) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=berth.task={task}")])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "docker ps runs");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_stops_its_command_and_keeps_its_work() {
+    let stack = Stack::start(&[("README", "hi\n")]).await;
+    stack.model.push([
+        editor(
+            "toolu_1",
+            json!({"command": "create", "path": "/workspace/notes.md", "file_text": "half done\n"}),
+        ),
+        bash("toolu_2", "echo working; sleep 600"),
+        Reply::text("Never asked for."),
+    ]);
+    let (mut server, client) = stack.server();
+    let (task, _) = client
+        .create_task(&stack.task("Work for a long time"), None)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(120),
+        "the long command runs",
+        || async {
+            events(&client, task.id)
+                .await
+                .iter()
+                .any(|e| e.kind == EventKind::CommandOutput && e.payload["text"] == "working\n")
+        },
+    )
+    .await;
+    assert_eq!(containers_of(task.id).len(), 1);
+
+    client.cancel_task(task.id).await.unwrap();
+    let done = ended(&client, task.id).await;
+    assert_eq!(done.status, TaskStatus::Cancelled, "{:?}", done.error);
+    // The command would have ended after the 60 s command timeout and the model been asked
+    // again; the cancel stopped it first.
+    assert_eq!(stack.model.requests().len(), 2, "no turn after the cancel");
+    let log = events(&client, task.id).await;
+    assert!(
+        !log.iter()
+            .any(|e| e.kind == EventKind::ToolResult && e.payload["tool_use_id"] == "toolu_2"),
+        "the stopped command has no result"
+    );
+    assert_eq!(log.last().unwrap().payload["status"], "cancelled");
+    let diff = String::from_utf8(client.get_diff(task.id).await.unwrap()).unwrap();
+    assert!(
+        diff.contains("+half done"),
+        "the work so far is kept: {diff}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the container is removed",
+        || async { containers_of(task.id).is_empty() },
+    )
+    .await;
+    assert!(terminate(&mut server.0).success());
+}
