@@ -46,6 +46,8 @@ pub struct Conversation<'a> {
     pub redactor: &'a Redactor,
     pub model: &'a str,
     pub price: Option<Price>,
+    /// The commit the task's work started from: diffs are taken against it.
+    pub base: &'a str,
 }
 
 /// The transcript as stored (with each turn's usage) and as sent.
@@ -333,7 +335,7 @@ impl Conversation<'_> {
 
     /// Stores the diff so far, so that a crash loses at most one step.
     async fn checkpoint(&self) -> Result<(), StoreError> {
-        match self.sandbox.diff().await {
+        match self.sandbox.diff(self.base).await {
             Ok(diff) => self.ctx.store.save_diff(self.ctx.fence, &diff).await,
             Err(err) => {
                 tracing::info!(task = %self.task.id, error = %err, "no checkpoint of the diff");

@@ -12,7 +12,9 @@ use berth_proto::{EventKind, Network, Task};
 use berth_runner::command::{sweep_containers, task_limits};
 use berth_runner::git::{Checkout, GitAccess};
 use berth_runner::{Context, Executor, Outcome};
-use berth_sandbox::{DockerSandbox, ExecRequest, Limits, NetworkPolicy, Sandbox, SandboxSpec};
+use berth_sandbox::{
+    DockerSandbox, ExecRequest, Limits, NetworkPolicy, Sandbox, SandboxError, SandboxSpec,
+};
 use berth_store::{Fence, StoreError};
 use serde_json::json;
 
@@ -131,13 +133,17 @@ impl AgentExecutor {
             redactor,
             model: &model,
             price,
+            base,
         };
         let ending = conversation.run().await;
-        let diff = match sandbox.diff().await {
+        let diff = match sandbox.diff(base).await {
             Ok(diff) => diff,
             Err(err) if matches!(ending, Ending::Stopped) => {
                 tracing::info!(task = %task.id, error = %err, "no diff from a stopped attempt");
                 return Outcome::Stopped { diff: None };
+            }
+            Err(err @ SandboxError::DiffTooLarge { .. }) => {
+                return Outcome::failed(err.to_string())
             }
             Err(err) => return machine(err),
         };

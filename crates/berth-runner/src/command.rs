@@ -30,8 +30,8 @@ pub struct SandboxCommand {
 #[async_trait]
 impl Executor for SandboxCommand {
     async fn run(&self, task: Task, ctx: Context) -> Outcome {
-        let checkout = match self.checkout(&task, &ctx).await {
-            Ok(checkout) => checkout,
+        let (checkout, base) = match self.checkout(&task, &ctx).await {
+            Ok(checked_out) => checked_out,
             Err(outcome) => return outcome,
         };
         let spec = SandboxSpec {
@@ -46,7 +46,7 @@ impl Executor for SandboxCommand {
             Err(err) => return infrastructure(err),
         };
         let outcome = self
-            .work(&task, &ctx, sandbox.as_ref(), &checkout.path())
+            .work(&task, &ctx, sandbox.as_ref(), &checkout.path(), &base)
             .await;
         if let Err(err) = sandbox.destroy().await {
             tracing::warn!(task = %task.id, error = %err, "removing the container failed; the sweep will");
@@ -74,17 +74,16 @@ pub async fn sweep_containers(docker: &bollard::Docker, node_id: &str, live: &[F
 
 impl SandboxCommand {
     /// Clones the repository on the host, and records the commit the work starts from.
-    async fn checkout(&self, task: &Task, ctx: &Context) -> Result<Checkout, Outcome> {
+    async fn checkout(&self, task: &Task, ctx: &Context) -> Result<(Checkout, String), Outcome> {
         let checkout = self.git.clone_task(task).await?;
-        match checkout.git_text(&["rev-parse", "HEAD"]).await {
-            Ok(commit) => {
-                if let Err(err) = ctx.store.set_base_commit(ctx.fence, &commit).await {
-                    tracing::info!(task = %task.id, error = %err, "could not record the base commit");
-                }
-            }
-            Err(reason) => return Err(Outcome::Infrastructure { reason }),
+        let base = checkout
+            .git_text(&["rev-parse", "HEAD"])
+            .await
+            .map_err(|reason| Outcome::Infrastructure { reason })?;
+        if let Err(err) = ctx.store.set_base_commit(ctx.fence, &base).await {
+            tracing::info!(task = %task.id, error = %err, "could not record the base commit");
         }
-        Ok(checkout)
+        Ok((checkout, base))
     }
 
     async fn work(
@@ -93,6 +92,7 @@ impl SandboxCommand {
         ctx: &Context,
         sandbox: &DockerSandbox,
         checkout: &Path,
+        base: &str,
     ) -> Outcome {
         if let Err(err) = sandbox.copy_in(checkout).await {
             return infrastructure(err);
@@ -122,7 +122,13 @@ impl SandboxCommand {
         };
         drop(on_output);
         output.finish().await;
-        let diff = sandbox.diff().await.ok().filter(|diff| !diff.is_empty());
+        let diff = match sandbox.diff(base).await {
+            Ok(diff) => Some(diff).filter(|diff| !diff.is_empty()),
+            Err(err) => {
+                tracing::info!(task = %task.id, error = %err, "no diff kept");
+                None
+            }
+        };
         match result {
             None => Outcome::Stopped { diff },
             Some(Err(err)) => infrastructure(err),

@@ -29,6 +29,15 @@ pub const LABEL_NODE: &str = "berth.node";
 /// Largest diff read out of a container.
 const MAX_DIFF_BYTES: usize = 64 << 20;
 
+/// What a bookkeeping command left: its exit code and output, bounded.
+struct Ran {
+    exit_code: i64,
+    stdout: Vec<u8>,
+    /// Whether stdout was longer than the bound (and so was cut in the middle).
+    stdout_cut: bool,
+    stderr: Vec<u8>,
+}
+
 /// Connects to the local engine (`DOCKER_HOST`, else the default socket) and agrees on an API
 /// version with it.
 pub async fn connect() -> Result<Docker, SandboxError> {
@@ -123,11 +132,7 @@ impl DockerSandbox {
     }
 
     /// Runs `argv` as it is (no shell, no pid file): for the sandbox's own bookkeeping.
-    async fn run_raw(
-        &self,
-        argv: &[&str],
-        max_output: usize,
-    ) -> Result<(i64, Vec<u8>, Vec<u8>), SandboxError> {
+    async fn run_raw(&self, argv: &[&str], max_output: usize) -> Result<Ran, SandboxError> {
         let options = CreateExecOptions {
             cmd: Some(argv.to_vec()),
             attach_stdout: Some(true),
@@ -167,21 +172,22 @@ impl DockerSandbox {
             .inspect_exec(&exec.id)
             .await
             .map_err(engine_error)?;
-        Ok((
-            inspected.exit_code.unwrap_or(-1),
-            stdout.into_bytes(),
-            stderr.into_bytes(),
-        ))
+        Ok(Ran {
+            exit_code: inspected.exit_code.unwrap_or(-1),
+            stdout_cut: stdout.was_cut(),
+            stdout: stdout.into_bytes(),
+            stderr: stderr.into_bytes(),
+        })
     }
 
     /// How many times the kernel's OOM killer has struck in this container (cgroup v1 or v2).
     async fn oom_kills(&self) -> u64 {
         let script =
             "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null";
-        let Ok((_, out, _)) = self.run_raw(&["sh", "-c", script], 4096).await else {
+        let Ok(ran) = self.run_raw(&["sh", "-c", script], 4096).await else {
             return 0;
         };
-        String::from_utf8_lossy(&out)
+        String::from_utf8_lossy(&ran.stdout)
             .lines()
             .find_map(|line| {
                 line.strip_prefix("oom_kill ")
@@ -195,7 +201,7 @@ impl DockerSandbox {
         let script = format!("kill -KILL -- -$(cat {pid_file}) 2>/dev/null; rm -f {pid_file}");
         if matches!(
             self.run_raw(&["bash", "-c", &script], 4096).await,
-            Ok((0, _, _))
+            Ok(Ran { exit_code: 0, .. })
         ) {
             return;
         }
@@ -401,20 +407,30 @@ impl Sandbox for DockerSandbox {
         Ok(contents)
     }
 
-    async fn diff(&self) -> Result<Vec<u8>, SandboxError> {
-        let script =
-            "git add -A && git -c core.quotepath=off diff --cached --binary --find-renames HEAD";
-        let (code, out, err) = self
-            .run_raw(&["bash", "-c", script], MAX_DIFF_BYTES)
+    async fn diff(&self, base: &str) -> Result<Vec<u8>, SandboxError> {
+        if base.is_empty() || !base.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SandboxError::Other(format!("{base:?} is not a commit id")));
+        }
+        // The repository's own configuration could swap in an external diff program or a
+        // text conversion; the diff must be git's own.
+        let script = "git add -A && git -c core.quotepath=off diff --cached --binary \
+                      --find-renames --no-ext-diff --no-textconv \"$1\" --";
+        let ran = self
+            .run_raw(&["bash", "-c", script, "berth", base], MAX_DIFF_BYTES)
             .await?;
-        if code != 0 {
-            let err = String::from_utf8_lossy(&err);
+        if ran.stdout_cut {
+            return Err(SandboxError::DiffTooLarge {
+                limit_mib: MAX_DIFF_BYTES >> 20,
+            });
+        }
+        if ran.exit_code != 0 {
+            let err = String::from_utf8_lossy(&ran.stderr);
             return Err(SandboxError::Other(format!(
                 "reading the diff failed: {}",
                 err.trim()
             )));
         }
-        Ok(out)
+        Ok(ran.stdout)
     }
 
     async fn set_network(&self, policy: NetworkPolicy) -> Result<(), SandboxError> {

@@ -30,6 +30,8 @@ pub enum SandboxError {
     OutOfMemory { limit_bytes: u64 },
     #[error("the container is gone")]
     ContainerGone,
+    #[error("the change is larger than the {limit_mib} MiB a diff may be")]
+    DiffTooLarge { limit_mib: usize },
     #[error("Docker engine error: {0}")]
     Engine(String),
     #[error("{0}")]
@@ -172,9 +174,10 @@ pub trait Sandbox: Send + Sync {
     async fn put_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
     /// Reads a file of the container (binary-safe).
     async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError>;
-    /// The change in `/workspace` against its `HEAD` commit, as a binary git diff with new,
-    /// deleted and renamed files.
-    async fn diff(&self) -> Result<Vec<u8>, SandboxError>;
+    /// The change in `/workspace` against `base` (the commit the work started from), as a
+    /// binary git diff with new, deleted and renamed files. Commits made in the container
+    /// count as change like any other edit. A change too large to keep is an error.
+    async fn diff(&self, base: &str) -> Result<Vec<u8>, SandboxError>;
     /// Gives the running container the network the policy names.
     async fn set_network(&self, policy: NetworkPolicy) -> Result<(), SandboxError>;
     /// Stops and removes the container.

@@ -95,6 +95,85 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(status.success(), "git {args:?}");
 }
 
+fn head_of(dir: &Path) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A repository with one committed file, `a.txt`, copied into a fresh sandbox.
+async fn sandbox_with_repo(docker: &Docker) -> (Guard, tempfile::TempDir, String) {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    git(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("a.txt"), "first\n").unwrap();
+    git(dir, &["add", "-A"]);
+    git(
+        dir,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "base",
+        ],
+    );
+    let sandbox = sandbox_with(docker, Limits::default()).await;
+    sandbox.0.copy_in(dir).await.unwrap();
+    let base = head_of(dir);
+    (sandbox, repo, base)
+}
+
+#[tokio::test]
+async fn the_diff_is_taken_against_the_base_whatever_the_repository_does() {
+    let Some(docker) = engine().await else { return };
+    let (sandbox, _repo, base) = sandbox_with_repo(&docker).await;
+    // Commits made in the container, an external diff program and a text conversion
+    // configured by the repository: none may hide or forge the change.
+    let script = "printf 'second\\n' >> a.txt \
+        && git -c user.name=m -c user.email=m@m commit -qam 'model commit' \
+        && printf 'new\\n' > b.txt \
+        && git config diff.external /bin/false \
+        && printf '* diff=forged\\n' > .git/info/attributes \
+        && git config diff.forged.textconv 'echo forged'";
+    stdout_of(&sandbox, script).await;
+    let diff = String::from_utf8(sandbox.0.diff(&base).await.unwrap()).unwrap();
+    assert!(
+        diff.contains("+second"),
+        "the committed edit is kept: {diff}"
+    );
+    assert!(
+        diff.contains("+++ b/b.txt") && diff.contains("+new"),
+        "{diff}"
+    );
+    assert!(!diff.contains("forged"), "{diff}");
+
+    let refused = sandbox.0.diff("HEAD; rm -rf /workspace").await.unwrap_err();
+    assert!(refused.to_string().contains("not a commit id"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_change_too_large_to_keep_is_an_error_not_a_cut_diff() {
+    let Some(docker) = engine().await else { return };
+    let (sandbox, _repo, base) = sandbox_with_repo(&docker).await;
+    stdout_of(
+        &sandbox,
+        "yes 'a line of text that fills the diff' | head -c 70000000 > big.txt",
+    )
+    .await;
+    let err = sandbox.0.diff(&base).await.unwrap_err();
+    assert!(
+        matches!(err, SandboxError::DiffTooLarge { limit_mib: 64 }),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn copy_in_exec_and_diff_round_trip() {
     let Some(docker) = engine().await else { return };
@@ -131,7 +210,7 @@ async fn copy_in_exec_and_diff_round_trip() {
                   && printf 'new\\n' > added.txt && printf '\\x00\\x01\\x02binary\\xff' > added.bin \
                   && printf '\\xff\\x00' >> blob.bin";
     stdout_of(&sandbox, script).await;
-    let diff = sandbox.0.diff().await.unwrap();
+    let diff = sandbox.0.diff(&head_of(dir)).await.unwrap();
     let text = String::from_utf8_lossy(&diff);
     assert!(text.contains("new file mode"), "{text}");
     assert!(text.contains("deleted file mode"), "{text}");

@@ -246,12 +246,17 @@ async fn a_task_reads_edits_tests_and_ends_with_a_pull_request_then_a_follow_up_
     );
     let first_head = stack.git.branch_head(REPO, &branch).unwrap();
 
-    // A follow-up continues the same conversation and workspace, on the same branch.
+    // A follow-up continues the same conversation and workspace, on the same branch. The
+    // model commits its change although told not to: the change still counts.
     stack.model.push([
         editor(
             "toolu_4",
             json!({"command": "insert", "path": "/workspace/greeting.txt",
                                  "insert_line": 1, "insert_text": "and goodbye"}),
+        ),
+        bash(
+            "toolu_5",
+            "git -c user.name=m -c user.email=m@m commit -qam 'the model commits anyway'",
         ),
         Reply::text("Added a goodbye."),
     ]);
