@@ -83,7 +83,10 @@ pub async fn publish(
     }
     let pull_request_url = match (github, &task.result.pull_request_url) {
         (_, Some(existing)) => Some(existing.clone()),
-        (Some(github), None) => match (repository_on(github, &task.repo_url), checkout.token()) {
+        (Some(github), None) => match (
+            repository_on(&github.web_url, &task.repo_url),
+            checkout.token(),
+        ) {
             (Some(repository), Some(token)) => {
                 let base_branch = base_branch(checkout, task).await?;
                 let body = format!("{summary}\n\n---\nMade by Berth for task `{}`.", task.id);
@@ -184,9 +187,10 @@ async fn base_branch(checkout: &Checkout, task: &Task) -> Result<String, String>
     Ok(head.trim_start_matches("origin/").to_string())
 }
 
-/// `owner/name` of a repository on the GitHub host, from an https URL.
-pub fn repository_on(github: &GitHub, repo_url: &str) -> Option<String> {
-    let web = url::Url::parse(&github.web_url).ok()?;
+/// `owner/name` of a repository on the GitHub host (`web_url`, such as
+/// `https://github.com`), from an https URL.
+pub fn repository_on(web_url: &str, repo_url: &str) -> Option<String> {
+    let web = url::Url::parse(web_url).ok()?;
     let repo = url::Url::parse(repo_url).ok()?;
     if repo.origin() != web.origin() {
         return None;
@@ -314,24 +318,25 @@ mod tests {
 
     #[test]
     fn repositories_on_the_github_host_are_recognised() {
-        let github = GitHub {
-            web_url: "https://github.com".into(),
-            api_url: "https://api.github.com".into(),
-        };
+        let github = "https://github.com";
         assert_eq!(
-            repository_on(&github, "https://github.com/acme/widgets.git").as_deref(),
+            repository_on(github, "https://github.com/acme/widgets.git").as_deref(),
             Some("acme/widgets")
         );
         assert_eq!(
-            repository_on(&github, "https://github.com/acme/widgets").as_deref(),
+            repository_on(github, "https://github.com/acme/widgets").as_deref(),
             Some("acme/widgets")
         );
         assert_eq!(
-            repository_on(&github, "https://gitlab.com/acme/widgets"),
+            repository_on(github, "https://gitlab.com/acme/widgets"),
             None
         );
         assert_eq!(
-            repository_on(&github, "https://github.com/acme/widgets/extra"),
+            repository_on(github, "https://github.com/acme/widgets/extra"),
+            None
+        );
+        assert_eq!(
+            repository_on(github, "git@github.com:acme/widgets.git"),
             None
         );
     }

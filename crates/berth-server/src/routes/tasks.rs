@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use berth_agent::publish::repository_on;
 use berth_proto::{CreateTask, ErrorBody, EventPage, FollowUp, Task, TaskId, TaskPage, TaskStatus};
 use berth_store::{NewFollowUp, NewTask, TaskQuery};
 use serde::Deserialize;
@@ -57,6 +58,9 @@ async fn create_task(
     ApiJson(request): ApiJson<CreateTask>,
 ) -> ApiResult<Response> {
     validate(&state, &request)?;
+    if request.open_pull_request {
+        check_github_token(&state, caller.user_id()).await?;
+    }
     let idempotency = idempotency_key(&headers)?.map(|key| (key, request_hash(&request)));
     let created = state
         .store
@@ -117,6 +121,16 @@ fn validate(state: &AppState, request: &CreateTask) -> ApiResult<()> {
         }
     }
     check_resources(config, &request.resources)?;
+    let web = &config.github_web_url;
+    if request.open_pull_request && repository_on(web, &request.repo_url).is_none() {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!(
+                "open_pull_request needs the https URL of a repository on {web} \
+                 ({web}/OWNER/NAME); other repositories end with their diff"
+            ),
+        ));
+    }
     let budget = &request.budget;
     if budget.max_turns == Some(0)
         || budget.max_tokens == Some(0)
@@ -130,6 +144,19 @@ fn validate(state: &AppState, request: &CreateTask) -> ApiResult<()> {
         ));
     }
     Ok(())
+}
+
+/// A pull request is pushed and opened with the owner's GitHub token or the server's: refuse
+/// the task now rather than fail it once its work is done.
+async fn check_github_token(state: &AppState, owner: berth_proto::UserId) -> ApiResult<()> {
+    if state.config.github_token.is_some() || state.store.get_github_token(owner).await?.is_some() {
+        return Ok(());
+    }
+    Err(ApiError::unprocessable(
+        "no_github_token",
+        "open_pull_request needs a GitHub token: sign in with GitHub (berth login --github), \
+         or ask the server's operator to set github_token",
+    ))
 }
 
 /// Per-task sandbox limits may be lower than the server's, never higher.

@@ -14,6 +14,7 @@ on_both_backends!(
     oversized_bodies_are_refused_with_413,
     unknown_things_are_404,
     missing_and_bad_tokens_are_401,
+    pull_requests_need_a_github_repository_and_a_token,
 );
 
 /// Sends a raw body to `POST /v1/tasks` and returns the status and the error code.
@@ -299,5 +300,52 @@ async fn missing_and_bad_tokens_are_401(backend: Backend) {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     let _: Option<Task> = None;
+    server.stop().await;
+}
+
+fn pull_request_of(repo_url: &str) -> CreateTask {
+    let mut request = CreateTask::new(repo_url, "fix it");
+    request.open_pull_request = true;
+    request
+}
+
+async fn pull_requests_need_a_github_repository_and_a_token(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::start(&db).await;
+    let alice = server.user("alice").await;
+    // Refused when the task is made, not after its work is done.
+    for url in ["git@github.com:o/r.git", "http://127.0.0.1:9/o/r"] {
+        let refused = alice
+            .create_task(&pull_request_of(url), None)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Some("invalid_field"), "{url}: {refused}");
+        assert!(refused
+            .to_string()
+            .contains("https://github.com/OWNER/NAME"));
+    }
+    let github_repo = pull_request_of("https://github.com/o/r");
+    let refused = alice.create_task(&github_repo, None).await.unwrap_err();
+    assert_eq!(refused.code(), Some("no_github_token"));
+    assert_eq!(task_count(&alice).await, 0);
+
+    // A user signed in with GitHub has a token of their own.
+    let user = server.store.upsert_user("alice").await.unwrap();
+    let sealed = berth_store::SealedToken {
+        user_id: user.id,
+        key_id: "k1".into(),
+        sealed: vec![1, 2, 3],
+    };
+    server.store.put_github_token(&sealed).await.unwrap();
+    let (task, _) = alice.create_task(&github_repo, None).await.unwrap();
+    assert!(task.open_pull_request);
+    server.stop().await;
+
+    // The server's own token serves everyone.
+    let mut db = db;
+    db.config.github_token = Some(berth_server::Secret::new("ghp_server".to_string()));
+    let server = TestServer::start(&db).await;
+    let bob = server.user("bob").await;
+    bob.create_task(&github_repo, None).await.unwrap();
     server.stop().await;
 }
