@@ -85,6 +85,7 @@ async fn run() {
         settings: AgentSettings {
             model: "claude-sonnet-4-5".into(),
             max_tokens_per_turn: 4096,
+            context_tokens: 200_000,
             max_turns: 10_000,
             command_timeout: Duration::from_secs(60),
             setup_commands: BTreeMap::new(),

@@ -9,6 +9,7 @@ use berth_sandbox::Sandbox;
 use berth_store::StoreError;
 use serde_json::{json, Value};
 
+use crate::context::ContextWindow;
 use crate::model::{
     Block, Message, Provider, ProviderError, Role, TokenUsage, Tool, Turn, TurnRequest,
 };
@@ -98,6 +99,7 @@ impl Conversation<'_> {
         // Whether the last tools may have changed the workspace: its diff is then stored
         // while the model thinks, before any further tool runs.
         let mut changed = false;
+        let mut window = ContextWindow::new(self.settings.context_tokens);
         loop {
             if let Some(reason) = self.budget_spent(&transcript.stored) {
                 if changed {
@@ -105,7 +107,13 @@ impl Conversation<'_> {
                 }
                 return Ok(Ending::Budget(reason));
             }
-            let turn = match self.ask(&system, &transcript, changed).await? {
+            let cleared = window.cleared();
+            let messages = window.fit(&system, &transcript.messages);
+            if window.cleared() > cleared {
+                tracing::info!(task = %self.task.id, messages = window.cleared(),
+                    "older tool results left out of the request to fit the context window");
+            }
+            let turn = match self.ask(&system, &messages, changed).await? {
                 Ok(turn) => turn,
                 Err(ending) => return Ok(ending),
             };
@@ -140,13 +148,13 @@ impl Conversation<'_> {
     async fn ask(
         &self,
         system: &str,
-        transcript: &Transcript,
+        messages: &[Message],
         changed: bool,
     ) -> Result<Result<Turn, Ending>, StoreError> {
         let request = TurnRequest {
             model: self.model,
             system,
-            messages: &transcript.messages,
+            messages,
             tools: &Tool::ALL,
             max_tokens: self.settings.max_tokens_per_turn,
         };

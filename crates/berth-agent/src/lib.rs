@@ -2,6 +2,7 @@
 //! speaking to a model provider, and only the tool calls run in the task's container.
 
 pub mod anthropic;
+pub mod context;
 mod conversation;
 pub mod model;
 pub mod openai;

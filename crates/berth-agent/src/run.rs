@@ -31,6 +31,8 @@ pub struct AgentSettings {
     pub model: String,
     /// Most tokens the model writes in one turn.
     pub max_tokens_per_turn: u32,
+    /// The model's context window, in tokens (see [`crate::context`]).
+    pub context_tokens: u64,
     /// Turns a request may take when its task sets no `max_turns`.
     pub max_turns: u32,
     /// Longest one bash command may run.

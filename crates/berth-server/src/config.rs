@@ -85,6 +85,9 @@ pub struct Config {
     pub agent_max_output_tokens: u32,
     /// Longest one command of the agent may run.
     pub agent_command_timeout_secs: u64,
+    /// The model's context window in tokens: past three quarters of it, the oldest tool
+    /// results are left out of requests. Set it for local models with smaller windows.
+    pub agent_context_tokens: u64,
     /// Also read from `ANTHROPIC_API_KEY`.
     pub anthropic_api_key: Option<Secret>,
     /// Also read from `ANTHROPIC_BASE_URL`.
@@ -180,6 +183,7 @@ impl Default for Config {
             agent_max_turns: 100,
             agent_max_output_tokens: 16_000,
             agent_command_timeout_secs: 600,
+            agent_context_tokens: 200_000,
             anthropic_api_key: None,
             anthropic_base_url: berth_agent::anthropic::DEFAULT_BASE_URL.to_string(),
             anthropic_version: berth_agent::anthropic::DEFAULT_VERSION.to_string(),
@@ -242,6 +246,7 @@ const ENV_KEYS: &[&str] = &[
     "agent_max_turns",
     "agent_max_output_tokens",
     "agent_command_timeout_secs",
+    "agent_context_tokens",
     "anthropic_api_key",
     "anthropic_base_url",
     "anthropic_version",
@@ -403,6 +408,12 @@ impl Config {
                 "agent_max_turns, agent_max_output_tokens and agent_command_timeout_secs must be above 0"
                     .into(),
             );
+        }
+        if self.agent_context_tokens < 4_096 {
+            return invalid(format!(
+                "agent_context_tokens is {}; a model needs a context window of at least 4096 tokens",
+                self.agent_context_tokens
+            ));
         }
         for (name, url) in [
             ("anthropic_base_url", &self.anthropic_base_url),

@@ -47,6 +47,7 @@ pub fn settings(config: &Config) -> AgentSettings {
     AgentSettings {
         model: config.agent_model.clone(),
         max_tokens_per_turn: config.agent_max_output_tokens,
+        context_tokens: config.agent_context_tokens,
         max_turns: config.agent_max_turns,
         command_timeout: Duration::from_secs(config.agent_command_timeout_secs),
         setup_commands: config.setup_commands.clone(),

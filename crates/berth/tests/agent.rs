@@ -49,7 +49,13 @@ impl Stack {
     }
 
     fn server(&self) -> (Server, Client) {
+        self.server_with(&[])
+    }
+
+    /// The server with more settings in its environment.
+    fn server_with(&self, settings: &[(&str, &str)]) -> (Server, Client) {
         let mut server = berth(self.dir.path());
+        server.envs(settings.iter().copied());
         server
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
             .env("BERTH_GIT_ALLOWED_HOSTS", self.git.url())
@@ -679,5 +685,68 @@ async fn cancelling_a_running_task_stops_its_command_and_keeps_its_work() {
         || async { containers_of(task.id).is_empty() },
     )
     .await;
+    assert!(terminate(&mut server.0).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_conversation_leaves_old_tool_results_out_to_fit_the_context_window() {
+    let stack = Stack::start(&[("README", "hi\n")]).await;
+    // Each command prints 3,000 bytes, about 1,000 tokens, into a window of 8,192.
+    let noisy = "head -c 3000 /dev/zero | tr '\\0' x";
+    stack.model.push([
+        bash("toolu_1", noisy),
+        bash("toolu_2", noisy),
+        bash("toolu_3", noisy),
+        bash("toolu_4", noisy),
+        bash("toolu_5", noisy),
+        Reply::text("Done."),
+    ]);
+    let (mut server, client) = stack.server_with(&[("BERTH_AGENT_CONTEXT_TOKENS", "8192")]);
+    let (task, _) = client
+        .create_task(&stack.task("Print a lot"), None)
+        .await
+        .unwrap();
+    let done = ended(&client, task.id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
+    assert!(
+        stack.model.rejections().is_empty(),
+        "every request was valid"
+    );
+
+    let results = |request: &Value| -> Vec<String> {
+        request["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["content"].as_array().unwrap().clone())
+            .filter(|b| b["type"] == "tool_result")
+            .map(|b| b["content"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let requests = stack.model.requests();
+    assert_eq!(requests.len(), 6);
+    let whole = "x".repeat(3000);
+    assert!(
+        results(&requests[3]).iter().all(|r| *r == whole),
+        "still fits"
+    );
+    let trimmed = results(&requests[4]);
+    assert_eq!(trimmed.len(), 4);
+    assert!(trimmed[..3].iter().all(|r| r.starts_with("[Berth removed")));
+    assert_eq!(trimmed[3], whole, "the newest result is sent whole");
+    let next = results(&requests[5]);
+    assert_eq!(
+        next[..4],
+        trimmed[..],
+        "what was sent stays as it was, for the cache"
+    );
+    assert_eq!(next[4], whole);
+    // The task's own record keeps every output.
+    let shown: Vec<Event> = events(&client, task.id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EventKind::ToolResult)
+        .collect();
+    assert!(shown.iter().all(|e| e.payload["content"] == whole.as_str()));
     assert!(terminate(&mut server.0).success());
 }
