@@ -95,6 +95,13 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(status.success(), "git {args:?}");
 }
 
+/// Commits everything in `dir` as the repository's base commit.
+fn commit_all(dir: &Path) {
+    git(dir, &["add", "-A"]);
+    let who = ["-c", "user.name=t", "-c", "user.email=t@t"];
+    git(dir, &[&who[..], &["commit", "-qm", "base"]].concat());
+}
+
 fn head_of(dir: &Path) -> String {
     let out = Command::new("git")
         .arg("-C")
@@ -111,19 +118,7 @@ async fn sandbox_with_repo(docker: &Docker) -> (Guard, tempfile::TempDir, String
     let dir = repo.path();
     git(dir, &["init", "-q", "-b", "main"]);
     std::fs::write(dir.join("a.txt"), "first\n").unwrap();
-    git(dir, &["add", "-A"]);
-    git(
-        dir,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "base",
-        ],
-    );
+    commit_all(dir);
     let sandbox = sandbox_with(docker, Limits::default()).await;
     sandbox.0.copy_in(dir).await.unwrap();
     let base = head_of(dir);
@@ -188,19 +183,7 @@ async fn copy_in_exec_and_diff_round_trip() {
     )
     .unwrap();
     std::fs::write(dir.join("blob.bin"), [0u8, 159, 146, 150, 255, 0, 1]).unwrap();
-    git(dir, &["add", "-A"]);
-    git(
-        dir,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "base",
-        ],
-    );
+    commit_all(dir);
 
     let sandbox = sandbox_with(&docker, Limits::default()).await;
     sandbox.0.copy_in(dir).await.unwrap();

@@ -112,6 +112,16 @@ async fn run_to_the_end(server: &TestServer) {
     server.store.finish_task(fence, succeeded()).await.unwrap();
 }
 
+/// A task of `client`'s that has run and ended.
+async fn finished_task(server: &TestServer, client: &berth_client::Client) -> berth_proto::Task {
+    let (task, _) = client
+        .create_task(&CreateTask::new("https://github.com/o/r", "first"), None)
+        .await
+        .unwrap();
+    run_to_the_end(server).await;
+    task
+}
+
 async fn follow_up_events(client: &berth_client::Client, id: berth_proto::TaskId) -> usize {
     let events = client.list_events(id, 0, None).await.unwrap().events;
     events
@@ -124,11 +134,7 @@ async fn a_retried_follow_up_is_queued_once(backend: Backend) {
     let db = TestDatabase::new(&backend).await;
     let server = TestServer::start(&db).await;
     let alice = server.user("alice").await;
-    let (task, _) = alice
-        .create_task(&CreateTask::new("https://github.com/o/r", "first"), None)
-        .await
-        .unwrap();
-    run_to_the_end(&server).await;
+    let task = finished_task(&server, &alice).await;
 
     let (queued, fresh) = alice
         .follow_up(task.id, "add tests", Some("reply-1"))
@@ -186,11 +192,7 @@ async fn a_follow_up_whose_answer_is_lost_is_queued_once(backend: Backend) {
     let db = TestDatabase::new(&backend).await;
     let server = TestServer::start(&db).await;
     let alice = server.user("alice").await;
-    let (task, _) = alice
-        .create_task(&CreateTask::new("https://github.com/o/r", "first"), None)
-        .await
-        .unwrap();
-    run_to_the_end(&server).await;
+    let task = finished_task(&server, &alice).await;
 
     let (proxy, flaky) = through_lossy_network(&server, &alice, 1).await;
     let (queued, fresh) = flaky
