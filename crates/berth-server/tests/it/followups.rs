@@ -52,17 +52,7 @@ async fn follow_up_requeues_a_finished_task(backend: Backend) {
         (Some(StatusCode::CONFLICT), Some("task_not_finished"))
     );
 
-    let claimed = server
-        .store
-        .claim_next_task(&limits())
-        .await
-        .unwrap()
-        .unwrap();
-    let fence = Fence {
-        task_id: claimed.id,
-        attempt: claimed.attempt,
-    };
-    server.store.finish_task(fence, succeeded()).await.unwrap();
+    run_to_the_end(&server).await;
 
     assert_eq!(
         bob.follow_up(task.id, "mine now", None)
