@@ -223,10 +223,13 @@ fn turn_of(answer: &Value) -> Turn {
         let arguments = call["function"]["arguments"].as_str().unwrap_or("{}");
         let input = serde_json::from_str(arguments)
             .unwrap_or_else(|_| json!({ "_invalid_json": arguments }));
+        // Some local servers send no id: make one that no other call in the transcript has.
+        let id = call["id"].as_str().filter(|id| !id.is_empty());
         content.push(Block::ToolUse {
-            id: call["id"]
-                .as_str()
-                .map_or_else(|| format!("call_{n}"), str::to_string),
+            id: id.map_or_else(
+                || format!("call_{:016x}{n}", rand::random::<u64>()),
+                str::to_string,
+            ),
             name: call["function"]["name"].as_str().unwrap_or_default().into(),
             input,
         });
@@ -265,5 +268,35 @@ fn error_message(body: &str) -> String {
     match parsed.as_ref().and_then(|v| v["error"]["message"].as_str()) {
         Some(message) => message.to_string(),
         None => body.trim().chars().take(500).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_calls_without_an_id_get_one_of_their_own() {
+        let answer = json!({"choices": [{"finish_reason": "tool_calls", "message": {
+        "content": null,
+        "tool_calls": [
+            {"type": "function", "function": {"name": "bash", "arguments": "{\"command\":\"ls\"}"}},
+            {"id": "", "type": "function", "function": {"name": "bash", "arguments": "{}"}},
+        ]}}]});
+        let ids = |turn: Turn| -> Vec<String> {
+            turn.message
+                .tool_uses()
+                .map(|(id, _, _)| id.to_string())
+                .collect()
+        };
+        let first = ids(turn_of(&answer));
+        let again = ids(turn_of(&answer));
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|id| id.starts_with("call_")));
+        assert_ne!(first[0], first[1]);
+        assert!(
+            first.iter().all(|id| !again.contains(id)),
+            "unique across turns"
+        );
     }
 }
