@@ -77,15 +77,11 @@ fn server_secrets(config: &Config) -> Vec<String> {
         .chain(&config.encryption_key)
         .chain(&config.redact_secrets)
         .map(|secret| secret.expose().to_string());
-    // Old keys are `id:base64,id:base64`: each key by itself.
-    let old_keys = config.encryption_old_keys.iter().flat_map(|keys| {
-        let keys: Vec<String> = keys
-            .expose()
-            .split(',')
-            .filter_map(|pair| pair.split_once(':').map(|(_, key)| key.trim().to_string()))
-            .collect();
-        keys
-    });
+    // Each old key by itself (a malformed list stops the server before this runs).
+    let old_keys = berth_server::accounts::crypto::old_keys(config)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, key)| key.to_string());
     let database_password = config
         .database_url
         .as_ref()

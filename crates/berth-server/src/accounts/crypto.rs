@@ -38,6 +38,23 @@ fn parse_key(base64: &str) -> Result<XChaCha20Poly1305, String> {
         .map_err(|_| format!("must be 32 bytes, not {}", bytes.len()))
 }
 
+/// The `(id, base64 key)` entries of `encryption_old_keys`, written `id:base64,id:base64`.
+pub fn old_keys(config: &Config) -> Result<Vec<(&str, &str)>, String> {
+    let Some(old) = &config.encryption_old_keys else {
+        return Ok(Vec::new());
+    };
+    old.expose()
+        .split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| {
+            let (id, key) = entry
+                .split_once(':')
+                .ok_or("encryption_old_keys entries are `id:base64`")?;
+            Ok((id.trim(), key.trim()))
+        })
+        .collect()
+}
+
 impl Keyring {
     /// The keys the configuration names; `Ok(None)` when there is no `encryption_key`.
     pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
@@ -48,15 +65,10 @@ impl Keyring {
         let current = parse_key(key.expose()).map_err(|why| {
             format!("encryption_key {why}; make one with `openssl rand -base64 32`")
         })?;
-        if let Some(old) = &config.encryption_old_keys {
-            for entry in old.expose().split(',').filter(|e| !e.trim().is_empty()) {
-                let (id, key) = entry
-                    .split_once(':')
-                    .ok_or("encryption_old_keys entries are `id:base64`")?;
-                let key = parse_key(key)
-                    .map_err(|why| format!("encryption_old_keys entry {:?} {why}", id.trim()))?;
-                keys.insert(id.trim().to_string(), key);
-            }
+        for (id, key) in old_keys(config)? {
+            let key =
+                parse_key(key).map_err(|why| format!("encryption_old_keys entry {id:?} {why}"))?;
+            keys.insert(id.to_string(), key);
         }
         keys.insert(config.encryption_key_id.clone(), current);
         Ok(Some(Self {
