@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{berth, start_server, terminate};
+use common::{berth, start_server, terminate, token};
 
 #[tokio::test]
 async fn token_create_then_serve_then_stop_on_sigterm() {
@@ -18,16 +18,7 @@ async fn token_create_then_serve_then_stop_on_sigterm() {
         "an empty database prints how to get the first token: {before:?}"
     );
 
-    let output = berth(dir.path())
-        .args(["token", "create", "--user", "alice", "--data-dir", "state"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let token = token(dir.path());
     assert!(token.starts_with("berth_"));
     assert!(
         dir.path().join("state/berth.db").exists(),

@@ -9,20 +9,7 @@ use std::time::Duration;
 
 use berth_client::Client;
 use berth_proto::{CreateTask, EventKind, TaskStatus};
-use common::{berth, eventually, start_runner, start_server, terminate, GitRepo};
-
-fn token(dir: &std::path::Path) -> String {
-    let output = berth(dir)
-        .args(["token", "create", "--user", "alice", "--data-dir", "state"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
+use common::{berth, eventually, start_runner, start_server, terminate, token, GitRepo};
 
 async fn wait_for(
     client: &Client,

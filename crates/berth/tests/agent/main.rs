@@ -18,7 +18,7 @@ use berth_proto::{CreateTask, Event, Task};
 use berth_testkit::anthropic::{FakeAnthropic, Reply};
 use berth_testkit::git_server::GitServer;
 use berth_testkit::github_api::FakeGitHubApi;
-use common::{berth, eventually, start_server};
+use common::{berth, eventually, start_server, token};
 use serde_json::{json, Value};
 
 const MODEL_KEY: &str = "sk-ant-test-0123456789abcdef";
@@ -92,19 +92,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn token(dir: &std::path::Path) -> String {
-    let output = berth(dir)
-        .args(["token", "create", "--user", "alice", "--data-dir", "state"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
 async fn ended(client: &Client, id: berth_proto::TaskId) -> Task {

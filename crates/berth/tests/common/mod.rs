@@ -21,6 +21,20 @@ pub fn berth(dir: &Path) -> Command {
     command
 }
 
+/// Makes an API token for `alice` with `berth token create`, on the data in `dir/state`.
+pub fn token(dir: &Path) -> String {
+    let output = berth(dir)
+        .args(["token", "create", "--user", "alice", "--data-dir", "state"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
 /// Starts `berth server` and waits for the line that says where it listens. The caller stops
 /// it with [`terminate`], which waits for it.
 #[allow(clippy::zombie_processes)]
