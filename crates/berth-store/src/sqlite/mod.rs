@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::types::Json;
 use sqlx::{SqliteConnection, SqlitePool};
 
-use crate::rows::{self, task_columns, token_columns, EventRow, TaskRow, TokenRow};
+use crate::rows::{self, task_columns, EventRow, TaskRow};
 use crate::signal::{EventNotice, Signals};
 use crate::{Backend, Created, Fence, NewTask, NewToken, Principal, Result, Store, StoreError};
 use crate::{ClaimLimits, Released, TaskEnd, TaskQuery, User};
@@ -25,6 +25,7 @@ macro_rules! now {
 
 mod accounts;
 mod queue;
+mod tokens;
 mod transcript;
 
 pub struct SqliteStore {
@@ -159,111 +160,27 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_user(&self, name: &str) -> Result<User> {
-        let mut tx = self.write().await?;
-        sqlx::query(concat!(
-            "INSERT INTO users (id, name, created_at) VALUES ($1, $2, ",
-            now!(),
-            ")",
-            " ON CONFLICT (name) DO NOTHING"
-        ))
-        .bind(UserId::new().0)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        let (id,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(User {
-            id: id.into(),
-            name: name.to_string(),
-        })
+        self.upsert_user_(name).await
     }
 
     async fn count_users(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.readers)
-            .await?)
+        self.count_users_().await
     }
 
     async fn insert_token(&self, token: NewToken) -> Result<TokenInfo> {
-        let row: TokenRow = sqlx::query_as(concat!(
-            "INSERT INTO api_tokens (id, user_id, name, prefix, token_hash, created_at)",
-            " VALUES ($1, $2, $3, $4, $5, ",
-            now!(),
-            ") RETURNING ",
-            token_columns!()
-        ))
-        .bind(TokenId::new().0)
-        .bind(token.user_id.0)
-        .bind(&token.name)
-        .bind(&token.prefix)
-        .bind(&token.token_hash)
-        .fetch_one(&self.writer)
-        .await?;
-        Ok(row.into())
+        self.insert_token_(token).await
     }
 
     async fn authenticate(&self, token_hash: &str) -> Result<Option<Principal>> {
-        let found: Option<(uuid::Uuid, uuid::Uuid, String, Option<i64>, i64)> =
-            sqlx::query_as(concat!(
-                "SELECT t.id, u.id, u.name, t.last_used_at, ",
-                now!(),
-                " FROM api_tokens t JOIN users u ON u.id = t.user_id",
-                " WHERE t.token_hash = $1 AND t.revoked_at IS NULL"
-            ))
-            .bind(token_hash)
-            .fetch_optional(&self.readers)
-            .await?;
-        let Some((token_id, user_id, name, last_used, now)) = found else {
-            return Ok(None);
-        };
-        // Record use at most once a minute, so reads do not all become writes.
-        if last_used.is_none_or(|at| now - at > 60_000) {
-            sqlx::query(concat!(
-                "UPDATE api_tokens SET last_used_at = ",
-                now!(),
-                " WHERE id = $1"
-            ))
-            .bind(token_id)
-            .execute(&self.writer)
-            .await?;
-        }
-        Ok(Some(Principal {
-            user: User {
-                id: user_id.into(),
-                name,
-            },
-            token_id: token_id.into(),
-        }))
+        self.authenticate_(token_hash).await
     }
 
     async fn list_tokens(&self, user_id: UserId) -> Result<Vec<TokenInfo>> {
-        let rows: Vec<TokenRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM api_tokens WHERE user_id = $1 ORDER BY id DESC"
-        ))
-        .bind(user_id.0)
-        .fetch_all(&self.readers)
-        .await?;
-        Ok(rows.into_iter().map(TokenInfo::from).collect())
+        self.list_tokens_(user_id).await
     }
 
     async fn revoke_token(&self, user_id: UserId, id: TokenId) -> Result<Option<TokenInfo>> {
-        let row: Option<TokenRow> = sqlx::query_as(concat!(
-            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ",
-            now!(),
-            ")",
-            " WHERE id = $1 AND user_id = $2 RETURNING ",
-            token_columns!()
-        ))
-        .bind(id.0)
-        .bind(user_id.0)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(row.map(TokenInfo::from))
+        self.revoke_token_(user_id, id).await
     }
 
     async fn insert_stream_ticket(
@@ -272,53 +189,12 @@ impl Store for SqliteStore {
         ticket_hash: &str,
         ttl_ms: i64,
     ) -> Result<()> {
-        let mut tx = self.write().await?;
-        sqlx::query(concat!(
-            "DELETE FROM stream_tickets WHERE expires_at < ",
-            now!()
-        ))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(concat!(
-            "INSERT INTO stream_tickets (ticket_hash, user_id, expires_at)",
-            " VALUES ($1, $2, ",
-            now!(),
-            " + $3)"
-        ))
-        .bind(ticket_hash)
-        .bind(user_id.0)
-        .bind(ttl_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.insert_stream_ticket_(user_id, ticket_hash, ttl_ms)
+            .await
     }
 
     async fn redeem_stream_ticket(&self, ticket_hash: &str) -> Result<Option<User>> {
-        let mut tx = self.write().await?;
-        let user_id: Option<uuid::Uuid> = sqlx::query_scalar(concat!(
-            "DELETE FROM stream_tickets WHERE ticket_hash = $1 AND expires_at >= ",
-            now!(),
-            " RETURNING user_id"
-        ))
-        .bind(ticket_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let user = match user_id {
-            None => None,
-            Some(id) => {
-                let name: String = sqlx::query_scalar("SELECT name FROM users WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                Some(User {
-                    id: id.into(),
-                    name,
-                })
-            }
-        };
-        tx.commit().await?;
-        Ok(user)
+        self.redeem_stream_ticket_(ticket_hash).await
     }
 
     async fn create_task(&self, new: NewTask) -> Result<Created> {
