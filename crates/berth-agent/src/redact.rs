@@ -2,6 +2,7 @@
 //! tokens and secrets the server names. Output arrives in chunks, so [`StreamRedactor`] holds
 //! back just enough bytes to catch a secret split across two of them.
 
+use berth_runner::output::utf8_boundary;
 use serde_json::Value;
 
 pub const MASK: &str = "[REDACTED]";
@@ -153,14 +154,6 @@ impl berth_runner::output::OutputFilter for StreamRedactor {
 
     fn finish(&mut self) -> String {
         StreamRedactor::finish(self)
-    }
-}
-
-/// `at`, or earlier if the bytes before it end in the middle of a UTF-8 character.
-fn utf8_boundary(bytes: &[u8], at: usize) -> usize {
-    match std::str::from_utf8(&bytes[..at]) {
-        Err(err) if err.error_len().is_none() => err.valid_up_to(),
-        _ => at,
     }
 }
 

@@ -36,17 +36,23 @@ pub struct Utf8Text {
 impl OutputFilter for Utf8Text {
     fn push(&mut self, chunk: &[u8]) -> String {
         self.held.extend_from_slice(chunk);
-        let whole = match std::str::from_utf8(&self.held) {
-            // An incomplete character at the end waits; invalid bytes become U+FFFD.
-            Err(err) if err.error_len().is_none() => err.valid_up_to(),
-            _ => self.held.len(),
-        };
+        // An unfinished character at the end waits; invalid bytes become U+FFFD.
+        let whole = utf8_boundary(&self.held, self.held.len());
         let ready: Vec<u8> = self.held.drain(..whole).collect();
         String::from_utf8_lossy(&ready).into_owned()
     }
 
     fn finish(&mut self) -> String {
         String::from_utf8_lossy(&std::mem::take(&mut self.held)).into_owned()
+    }
+}
+
+/// `at`, or earlier if the bytes before it end in the middle of a UTF-8 character, so that
+/// output cut there never splits one.
+pub fn utf8_boundary(bytes: &[u8], at: usize) -> usize {
+    match std::str::from_utf8(&bytes[..at]) {
+        Err(err) if err.error_len().is_none() => err.valid_up_to(),
+        _ => at,
     }
 }
 
