@@ -56,11 +56,18 @@ pub struct ContextWindow {
     /// Messages before this index are sent with their tool results cleared. It only moves
     /// forward, so what was sent once stays the same and the cache keeps working.
     cut: usize,
+    /// The estimated size of each message seen so far, whole and cleared: a conversation
+    /// only grows, so each message is measured once.
+    sizes: Vec<(u64, u64)>,
 }
 
 impl ContextWindow {
     pub fn new(tokens: u64) -> Self {
-        Self { tokens, cut: 0 }
+        Self {
+            tokens,
+            cut: 0,
+            sizes: Vec::new(),
+        }
     }
 
     /// How many messages, from the first, are sent with their tool results cleared.
@@ -73,20 +80,21 @@ impl ContextWindow {
     /// that the rest fits in two fifths of it. The newest message is always sent whole.
     pub fn fit<'m>(&mut self, system: &str, messages: &'m [Message]) -> Cow<'m, [Message]> {
         let fixed = tokens_in(system.len()) + TOOLS_TOKENS;
-        let sizes: Vec<u64> = messages.iter().map(estimate).collect();
-        let size_of = |i: usize, cut: usize| match i < cut {
-            true => estimate(&cleared(&messages[i])),
-            false => sizes[i],
-        };
-        let total: u64 = fixed
-            + (0..messages.len())
-                .map(|i| size_of(i, self.cut))
-                .sum::<u64>();
+        self.sizes.truncate(messages.len());
+        for message in &messages[self.sizes.len()..] {
+            let sizes = (estimate(message), estimate(&cleared(message)));
+            self.sizes.push(sizes);
+        }
+        let (before, after) = self.sizes.split_at(self.cut.min(self.sizes.len()));
+        let total = fixed
+            + before.iter().map(|(_, cleared)| cleared).sum::<u64>()
+            + after.iter().map(|(whole, _)| whole).sum::<u64>();
         if total > self.tokens / 4 * 3 {
             let target = self.tokens / 5 * 2;
             let mut sent = total;
             while self.cut + 1 < messages.len() && sent > target {
-                sent = sent - sizes[self.cut] + size_of(self.cut, self.cut + 1);
+                let (whole, cleared) = self.sizes[self.cut];
+                sent = sent - whole + cleared;
                 self.cut += 1;
             }
         }
