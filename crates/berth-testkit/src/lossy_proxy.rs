@@ -1,6 +1,7 @@
-//! A loopback TCP proxy that loses answers, as a phone's network does: the request reaches
-//! the server, which acts on it, but the client never hears back. The first `lose`
-//! connections are cut as soon as the server starts answering; the rest are passed through.
+//! A loopback TCP proxy that fails the way a phone's network and its gateways do. It either
+//! loses answers (the request reaches the server, which acts on it, but the connection is
+//! cut as soon as the server starts answering) or stands in for a gateway that answers 503
+//! without passing the request on. The first few connections fail; the rest pass through.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +9,13 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// How the failing connections fail.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    AnswerLost,
+    GatewayUnavailable,
+}
 
 pub struct LossyProxy {
     url: String,
@@ -24,6 +32,16 @@ impl Drop for LossyProxy {
 impl LossyProxy {
     /// Proxies to `upstream` (such as `127.0.0.1:7700`), losing the first `lose` answers.
     pub async fn start(upstream: SocketAddr, lose: usize) -> LossyProxy {
+        Self::failing(upstream, lose, Failure::AnswerLost).await
+    }
+
+    /// Proxies to `upstream`, answering the first `refuse` requests itself with a 503, as a
+    /// gateway whose backend is away: those never reach the server.
+    pub async fn unavailable(upstream: SocketAddr, refuse: usize) -> LossyProxy {
+        Self::failing(upstream, refuse, Failure::GatewayUnavailable).await
+    }
+
+    async fn failing(upstream: SocketAddr, count: usize, failure: Failure) -> LossyProxy {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
@@ -33,12 +51,16 @@ impl LossyProxy {
             let lost = lost.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let lose_this = lost
+                    let fails = lost
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                            (n < lose).then_some(n + 1)
+                            (n < count).then_some(n + 1)
                         })
                         .is_ok();
-                    tokio::spawn(relay(client, upstream, lose_this));
+                    match (fails, failure) {
+                        (false, _) => tokio::spawn(pass(client, upstream)),
+                        (true, Failure::AnswerLost) => tokio::spawn(lose_answer(client, upstream)),
+                        (true, Failure::GatewayUnavailable) => tokio::spawn(refuse(client)),
+                    };
                 }
             }
         });
@@ -50,20 +72,22 @@ impl LossyProxy {
         &self.url
     }
 
-    /// Connections whose answer was lost so far.
+    /// Connections that failed so far.
     pub fn lost(&self) -> usize {
         self.lost.load(Ordering::SeqCst)
     }
 }
 
-async fn relay(mut client: TcpStream, upstream: SocketAddr, lose: bool) {
+async fn pass(mut client: TcpStream, upstream: SocketAddr) {
+    if let Ok(mut server) = TcpStream::connect(upstream).await {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    }
+}
+
+async fn lose_answer(mut client: TcpStream, upstream: SocketAddr) {
     let Ok(mut server) = TcpStream::connect(upstream).await else {
         return;
     };
-    if !lose {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        return;
-    }
     // The request goes through whole; the first byte of the answer ends both connections.
     let (mut from_client, _to_client) = client.split();
     let (mut from_server, mut to_server) = server.split();
@@ -90,4 +114,39 @@ async fn relay(mut client: TcpStream, upstream: SocketAddr, lose: bool) {
         () = forward => {}
         () = answered => {}
     }
+}
+
+/// Reads the request (head and `Content-Length` body) and answers 503 itself.
+async fn refuse(mut client: TcpStream) {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let wanted = loop {
+        match client.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break end + 4 + length;
+        }
+    };
+    while request.len() < wanted {
+        match client.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let body = "no healthy upstream";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(answer.as_bytes()).await;
+    let _ = client.shutdown().await;
 }

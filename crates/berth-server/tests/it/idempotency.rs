@@ -139,10 +139,34 @@ async fn answers_lost_on_the_way_are_asked_for_again_with_the_same_key(backend: 
     assert_eq!(task.prompt, "fix the flaky test");
     assert_eq!(count().await, 1);
 
+    // A gateway's 503 is sent again too: that request never reached the server.
+    let upstream = server
+        .base_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let gateway = LossyProxy::unavailable(upstream, 1).await;
+    let flaky = Client::new(gateway.url(), alice.token().map(str::to_string)).unwrap();
+    let (_, created) = flaky.create_task(&sample(), Some("key-2")).await.unwrap();
+    assert_eq!(gateway.lost(), 1);
+    assert!(created, "the second try made the task");
+    assert_eq!(count().await, 2);
+    let back = flaky.create_task(&sample(), None).await;
+    assert!(back.is_ok(), "the gateway is back: {back:?}");
+    assert_eq!(count().await, 3);
+
     // Without a key the client cannot know whether to send again, so it does not.
     let (_proxy, flaky) = through_lossy_network(&server, &alice, 1).await;
     let lost = flaky.create_task(&sample(), None).await.unwrap_err();
     assert!(matches!(lost, ClientError::Http(_)), "{lost:?}");
-    assert_eq!(count().await, 2, "the server did act on it");
+    assert_eq!(count().await, 4, "the server did act on it");
+    let gateway = LossyProxy::unavailable(upstream, 1).await;
+    let flaky = Client::new(gateway.url(), alice.token().map(str::to_string)).unwrap();
+    let refused = flaky.create_task(&sample(), None).await.unwrap_err();
+    assert_eq!(
+        refused.status(),
+        Some(reqwest::StatusCode::SERVICE_UNAVAILABLE)
+    );
+    assert_eq!(count().await, 4);
     server.stop().await;
 }
