@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use berth_proto::{CreateTask, EventKind, TaskStatus};
-use berth_store::{ClaimLimits, Fence, TaskEnd};
+use berth_store::TaskEnd;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
@@ -162,22 +162,7 @@ async fn the_browser_page_follows_a_task_live() {
         )
         .await
         .unwrap();
-    let limits = ClaimLimits {
-        node_id: "test".into(),
-        lease_ms: 600_000,
-        node_capacity: 1,
-        per_user_limit: 1,
-    };
-    let claimed = server
-        .store
-        .claim_next_task(&limits)
-        .await
-        .unwrap()
-        .unwrap();
-    let fence = Fence {
-        task_id: claimed.id,
-        attempt: claimed.attempt,
-    };
+    let fence = server.claim().await;
     let text = |t: &str| json!({ "text": t });
     server
         .store

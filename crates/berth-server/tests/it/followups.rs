@@ -1,7 +1,7 @@
 //! Follow-ups on finished tasks, and the transcript and usage a runner writes, fenced.
 
 use berth_proto::{CreateTask, TaskStatus, Usage};
-use berth_store::{ClaimLimits, Fence, StoreError, TaskEnd};
+use berth_store::{StoreError, TaskEnd};
 use reqwest::StatusCode;
 
 use crate::harness::{on_both_backends, Backend, TestDatabase, TestServer};
@@ -13,15 +13,6 @@ on_both_backends!(
     a_follow_up_whose_answer_is_lost_is_queued_once,
     transcript_and_usage_are_fenced
 );
-
-fn limits() -> ClaimLimits {
-    ClaimLimits {
-        node_id: "test".into(),
-        lease_ms: 60_000,
-        node_capacity: 10,
-        per_user_limit: 10,
-    }
-}
 
 fn succeeded() -> TaskEnd {
     TaskEnd {
@@ -76,29 +67,15 @@ async fn follow_up_requeues_a_finished_task(backend: Backend) {
     let last = events.last().unwrap();
     assert_eq!(last.payload["reason"], "follow-up");
 
-    let second = server
-        .store
-        .claim_next_task(&limits())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(second.id, task.id);
+    let second = server.claim().await;
+    assert_eq!(second.task_id, task.id);
     assert_eq!(second.attempt, 2);
     server.stop().await;
 }
 
 /// Claims the task and ends it as succeeded, as a runner would.
 async fn run_to_the_end(server: &TestServer) {
-    let claimed = server
-        .store
-        .claim_next_task(&limits())
-        .await
-        .unwrap()
-        .unwrap();
-    let fence = Fence {
-        task_id: claimed.id,
-        attempt: claimed.attempt,
-    };
+    let fence = server.claim().await;
     server.store.finish_task(fence, succeeded()).await.unwrap();
 }
 
@@ -205,11 +182,7 @@ async fn transcript_and_usage_are_fenced(backend: Backend) {
         .await
         .unwrap();
     let store = &server.store;
-    let claimed = store.claim_next_task(&limits()).await.unwrap().unwrap();
-    let fence = Fence {
-        task_id: claimed.id,
-        attempt: claimed.attempt,
-    };
+    let fence = server.claim().await;
 
     let user = serde_json::json!({"role": "user", "content": [{"type": "text", "text": "talk"}]});
     let reply =

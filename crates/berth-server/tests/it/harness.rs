@@ -128,6 +128,27 @@ impl TestServer {
         Client::new(&self.base_url, Some(created.token)).unwrap()
     }
 
+    /// Claims the next queued task as a runner would (a long lease, no limits in the way)
+    /// and returns the fence its writes carry.
+    pub async fn claim(&self) -> berth_store::Fence {
+        let limits = berth_store::ClaimLimits {
+            node_id: "test".into(),
+            lease_ms: 600_000,
+            node_capacity: 100,
+            per_user_limit: 100,
+        };
+        let claimed = self
+            .store
+            .claim_next_task(&limits)
+            .await
+            .unwrap()
+            .expect("a queued task to claim");
+        berth_store::Fence {
+            task_id: claimed.id,
+            attempt: claimed.attempt,
+        }
+    }
+
     /// Stops gracefully, as on SIGTERM, and closes the database.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -7,7 +7,7 @@ use berth_client::Client;
 use berth_proto::{
     close_code, CreateTask, EventKind, StreamFrame, StreamTicket, TaskId, TaskStatus,
 };
-use berth_store::{ClaimLimits, Fence, Store, TaskEnd};
+use berth_store::{Fence, Store, TaskEnd};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -36,26 +36,9 @@ async fn running_task(server: &TestServer, client: &Client) -> (TaskId, Fence) {
         )
         .await
         .unwrap();
-    let limits = ClaimLimits {
-        node_id: "test".into(),
-        lease_ms: 600_000,
-        node_capacity: 100,
-        per_user_limit: 100,
-    };
-    let claimed = server
-        .store
-        .claim_next_task(&limits)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(claimed.id, task.id);
-    (
-        task.id,
-        Fence {
-            task_id: task.id,
-            attempt: claimed.attempt,
-        },
-    )
+    let fence = server.claim().await;
+    assert_eq!(fence.task_id, task.id);
+    (task.id, fence)
 }
 
 async fn append(store: &dyn Store, fence: Fence, n: usize) {
