@@ -124,6 +124,10 @@ impl SandboxCommand {
         output.finish().await;
         let diff = match sandbox.diff(base).await {
             Ok(diff) => Some(diff).filter(|diff| !diff.is_empty()),
+            // As with the agent: a change too big to keep fails the task, it is not lost quietly.
+            Err(err @ SandboxError::DiffTooLarge { .. }) if result.is_some() => {
+                return Outcome::failed(err.to_string())
+            }
             Err(err) => {
                 tracing::info!(task = %task.id, error = %err, "no diff kept");
                 None

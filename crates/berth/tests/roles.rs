@@ -65,6 +65,32 @@ async fn server_runs_a_task_to_its_diff() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_too_large_to_keep_fails_the_task() {
+    let repo = GitRepo::serve(&[("README", "hello\n")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token(dir.path());
+    let mut server = berth(dir.path());
+    server
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
+        .env("BERTH_GIT_ALLOWED_HOSTS", &repo.allowed_host)
+        .env(
+            "BERTH_RUNNER_COMMAND",
+            "yes 'a line of text that fills the diff' | head -c 70000000 > big.txt",
+        );
+    let (mut child, url, _) = start_server(server);
+    let client = Client::new(&url, Some(token)).unwrap();
+    let (task, _) = client
+        .create_task(&CreateTask::new(&repo.url, "write a lot"), None)
+        .await
+        .unwrap();
+    let task = wait_for(&client, task.id, TaskStatus::Failed).await;
+    let reason = task.error.unwrap_or_default();
+    assert!(reason.contains("larger than the 64 MiB"), "{reason}");
+    assert!(!task.result.has_diff, "no cut diff is stored");
+    assert!(terminate(&mut child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_killed_mid_task_is_replaced_by_another() {
     let repo = GitRepo::serve(&[("README", "hello\n")]).await;
     let dir = tempfile::tempdir().unwrap();
