@@ -10,7 +10,6 @@ mod model;
 mod results;
 mod sandbox;
 
-use std::process::Child;
 use std::time::Duration;
 
 use berth_client::Client;
@@ -18,7 +17,7 @@ use berth_proto::{CreateTask, Event, Task};
 use berth_testkit::anthropic::{FakeAnthropic, Reply};
 use berth_testkit::git_server::GitServer;
 use berth_testkit::github_api::FakeGitHubApi;
-use common::{berth, eventually, start_server, token};
+use common::{berth, eventually, start_server, token, Process};
 use serde_json::{json, Value};
 
 const MODEL_KEY: &str = "sk-ant-test-0123456789abcdef";
@@ -54,12 +53,12 @@ impl Stack {
         }
     }
 
-    fn server(&self) -> (Server, Client) {
+    fn server(&self) -> (Process, Client) {
         self.server_with(&[])
     }
 
     /// The server with more settings in its environment.
-    fn server_with(&self, settings: &[(&str, &str)]) -> (Server, Client) {
+    fn server_with(&self, settings: &[(&str, &str)]) -> (Process, Client) {
         let mut server = berth(self.dir.path());
         server.envs(settings.iter().copied());
         server
@@ -76,21 +75,11 @@ impl Stack {
             .env("BERTH_RUNNER_CAPACITY", "1");
         let (child, url, _) = start_server(server);
         let client = Client::new(&url, Some(self.token.clone())).unwrap();
-        (Server(child), client)
+        (child, client)
     }
 
     fn task(&self, prompt: &str) -> CreateTask {
         CreateTask::new(&self.repo_url, prompt)
-    }
-}
-
-/// A server process, killed if a failing test leaves it running.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -48,7 +48,7 @@ async fn model_api_failures_are_retried_or_end_the_task_with_the_apis_message() 
         "{reason}"
     );
     assert_eq!(stack.model.requests().len(), 4, "no retry after 401");
-    assert!(terminate(&mut server.0).success());
+    assert!(terminate(&mut server).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,8 +74,8 @@ async fn a_runner_killed_after_a_tool_call_was_stored_resumes_without_an_api_rej
             .any(|e| e.kind == EventKind::ToolCall && e.payload["id"] == "toolu_2")
     })
     .await;
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
 
     let (mut server, client) = stack.server();
     let done = ended(&client, task.id).await;
@@ -95,7 +95,7 @@ async fn a_runner_killed_after_a_tool_call_was_stored_resumes_without_an_api_rej
         diff.contains("+kept"),
         "the first attempt's work was restored: {diff}"
     );
-    assert!(terminate(&mut server.0).success());
+    assert!(terminate(&mut server).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,5 +158,5 @@ async fn a_long_conversation_leaves_old_tool_results_out_to_fit_the_context_wind
         .filter(|e| e.kind == EventKind::ToolResult)
         .collect();
     assert!(shown.iter().all(|e| e.payload["content"] == whole.as_str()));
-    assert!(terminate(&mut server.0).success());
+    assert!(terminate(&mut server).success());
 }

@@ -188,7 +188,7 @@ async fn a_task_reads_edits_tests_and_ends_with_a_pull_request_then_a_follow_up_
     );
     assert_eq!(stack.github.pulls().len(), 1, "the same pull request");
     assert_eq!(again.result.pull_request_url, done.result.pull_request_url);
-    assert!(terminate(&mut server.0).success());
+    assert!(terminate(&mut server).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +266,7 @@ async fn a_budget_reached_mid_task_ends_it_and_keeps_the_diff() {
             "stopped before a third turn"
         );
     }
-    assert!(terminate(&mut server.0).success());
+    assert!(terminate(&mut server).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,5 +322,5 @@ async fn cancelling_a_running_task_stops_its_command_and_keeps_its_work() {
         || async { containers_of(task.id).is_empty() },
     )
     .await;
-    assert!(terminate(&mut server.0).success());
+    assert!(terminate(&mut server).success());
 }

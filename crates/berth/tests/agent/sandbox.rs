@@ -36,7 +36,7 @@ async fn a_configured_setup_command_runs_before_the_agent() {
         .find(|e| e.kind == EventKind::ToolResult && e.payload["tool_use_id"] == "toolu_1")
         .unwrap();
     assert_eq!(result.payload["content"], "prepared\n");
-    assert!(terminate(&mut server.0).success());
+    assert!(terminate(&mut server).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +91,7 @@ async fn edits_outside_the_workspace_are_refused_as_error_results() {
     }
     assert_eq!(by_id("toolu_2")["is_error"], false);
     assert!(stack.model.rejections().is_empty());
-    assert!(terminate(&mut server.0).success());
+    assert!(terminate(&mut server).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,5 +143,5 @@ async fn secrets_are_redacted_in_stored_and_streamed_events_and_never_reach_the_
     let sent = serde_json::to_string(&stack.model.requests()).unwrap();
     assert!(!sent.contains(CONFIGURED_SECRET), "the model never sees it");
     assert!(!sent.contains(GITHUB_TOKEN) && !sent.contains(MODEL_KEY));
-    assert!(terminate(&mut server.0).success());
+    assert!(terminate(&mut server).success());
 }

@@ -35,15 +35,40 @@ pub fn token(dir: &Path) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
+/// A `berth` process that never outlives its test: it is killed when dropped, so a failed
+/// assertion does not leave a server running (and holding the test's output pipes).
+pub struct Process(Child);
+
+impl std::ops::Deref for Process {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `berth server` and waits for the line that says where it listens. The caller stops
 /// it with [`terminate`], which waits for it.
-#[allow(clippy::zombie_processes)]
-pub fn start_server(mut command: Command) -> (Child, String, Vec<String>) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+pub fn start_server(mut command: Command) -> (Process, String, Vec<String>) {
+    let mut child = Process(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     loop {
@@ -74,13 +99,14 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
 }
 
 /// Starts `berth runner` and waits until it says it started.
-#[allow(clippy::zombie_processes)]
-pub fn start_runner(mut command: Command) -> Child {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+pub fn start_runner(mut command: Command) -> Process {
+    let mut child = Process(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     loop {
         let line = lines.next().expect("the runner says it started").unwrap();
