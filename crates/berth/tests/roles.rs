@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use berth_client::Client;
 use berth_proto::{CreateTask, EventKind, TaskStatus};
-use common::{berth, eventually, start_runner, start_server, terminate, token, GitRepo};
+use common::{berth, eventually, start_runner, start_server, terminate, token, GitRepo, Process};
 
 async fn wait_for(
     client: &Client,
@@ -33,21 +33,24 @@ fn containers_of(node: &str) -> usize {
     String::from_utf8_lossy(&output.stdout).lines().count()
 }
 
+/// `berth server` running `command` as each task, on data in `dir`, with alice's client.
+fn server_running(repo: &GitRepo, dir: &std::path::Path, command: &str) -> (Process, Client) {
+    let token = token(dir);
+    let mut server = berth(dir);
+    server
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
+        .env("BERTH_GIT_ALLOWED_HOSTS", &repo.allowed_host)
+        .env("BERTH_RUNNER_COMMAND", command);
+    let (child, url, _) = start_server(server);
+    (child, Client::new(&url, Some(token)).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_runs_a_task_to_its_diff() {
     let repo = GitRepo::serve(&[("README", "hello\n")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let token = token(dir.path());
-    let mut server = berth(dir.path());
-    server
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
-        .env("BERTH_GIT_ALLOWED_HOSTS", &repo.allowed_host)
-        .env(
-            "BERTH_RUNNER_COMMAND",
-            "echo bye >> README && echo done && cat /sys/fs/cgroup/pids/pids.max",
-        );
-    let (mut child, url, _) = start_server(server);
-    let client = Client::new(&url, Some(token)).unwrap();
+    let command = "echo bye >> README && echo done && cat /sys/fs/cgroup/pids/pids.max";
+    let (mut child, client) = server_running(&repo, dir.path(), command);
 
     let (task, _) = client
         .create_task(&CreateTask::new(&repo.url, "append bye"), None)
@@ -68,17 +71,8 @@ async fn server_runs_a_task_to_its_diff() {
 async fn a_change_too_large_to_keep_fails_the_task() {
     let repo = GitRepo::serve(&[("README", "hello\n")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let token = token(dir.path());
-    let mut server = berth(dir.path());
-    server
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
-        .env("BERTH_GIT_ALLOWED_HOSTS", &repo.allowed_host)
-        .env(
-            "BERTH_RUNNER_COMMAND",
-            "yes 'a line of text that fills the diff' | head -c 70000000 > big.txt",
-        );
-    let (mut child, url, _) = start_server(server);
-    let client = Client::new(&url, Some(token)).unwrap();
+    let command = "yes 'a line of text that fills the diff' | head -c 70000000 > big.txt";
+    let (mut child, client) = server_running(&repo, dir.path(), command);
     let (task, _) = client
         .create_task(&CreateTask::new(&repo.url, "write a lot"), None)
         .await

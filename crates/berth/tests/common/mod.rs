@@ -59,9 +59,13 @@ impl Drop for Process {
     }
 }
 
-/// Starts `berth server` and waits for the line that says where it listens. The caller stops
-/// it with [`terminate`], which waits for it.
-pub fn start_server(mut command: Command) -> (Process, String, Vec<String>) {
+/// Starts `command` with its stdout read line by line (stderr goes to the test's output).
+fn spawn(
+    command: &mut Command,
+) -> (
+    Process,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     let mut child = Process(
         command
             .stdout(Stdio::piped())
@@ -69,7 +73,14 @@ pub fn start_server(mut command: Command) -> (Process, String, Vec<String>) {
             .spawn()
             .unwrap(),
     );
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    (child, BufReader::new(stdout).lines())
+}
+
+/// Starts `berth server` and waits for the line that says where it listens. The caller stops
+/// it with [`terminate`], which waits for it.
+pub fn start_server(mut command: Command) -> (Process, String, Vec<String>) {
+    let (child, mut lines) = spawn(&mut command);
     let mut seen = Vec::new();
     loop {
         let line = lines
@@ -100,14 +111,7 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
 
 /// Starts `berth runner` and waits until it says it started.
 pub fn start_runner(mut command: Command) -> Process {
-    let mut child = Process(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (child, mut lines) = spawn(&mut command);
     loop {
         let line = lines.next().expect("the runner says it started").unwrap();
         if line.starts_with("berth runner ") && line.ends_with(" started") {
