@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use berth_agent::anthropic::{AnthropicConfig, AnthropicProvider};
 use berth_agent::prices::PriceTable;
-use berth_agent::publish::Author;
-use berth_agent::redact::Redactor;
-use berth_agent::run::{AgentExecutor, AgentSettings};
+use berth_agent::run::{Agent, AgentSettings};
 use berth_agent::RetryPolicy;
 use berth_proto::{CreateTask, EventKind};
+use berth_runner::attempt::{Lifecycle, LifecycleSettings};
 use berth_runner::git::GitAccess;
+use berth_runner::publish::Author;
+use berth_runner::redact::Redactor;
 use berth_runner::{Runner, RunnerConfig};
 use berth_sandbox::Limits;
 use berth_store::NewTask;
@@ -74,7 +75,7 @@ async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let store = berth_store::open_sqlite(dir.path()).await.unwrap();
     let address: SocketAddr = git.url().trim_start_matches("http://").parse().unwrap();
-    let executor = AgentExecutor {
+    let work = Agent {
         provider: Arc::new(AnthropicProvider::new(AnthropicConfig {
             base_url: model.url.clone(),
             api_key: model.api_key.clone(),
@@ -88,20 +89,26 @@ async fn run() {
             context_tokens: 200_000,
             max_turns: 10_000,
             command_timeout: Duration::from_secs(60),
-            setup_commands: BTreeMap::new(),
             prices: PriceTable::default(),
-            redactor: Redactor::new(["sk-bench-key-000000"]),
-            github: None,
-            author: Author::default(),
         },
+    };
+    let settings = LifecycleSettings {
         git: GitAccess {
             resolve_host: Arc::new(move |_| Box::pin(async move { Ok(vec![address]) })),
-            credentials: Arc::new(|_, _| Box::pin(async { None })),
+            credentials: Arc::new(|_, _, _| Box::pin(async { None })),
             work_dir: dir.path().join("work"),
+            limits: Default::default(),
         },
-        docker,
+        sandboxes: Arc::new(berth_sandbox::DockerSandboxes::new(docker.clone())),
         image: berth_sandbox::default_image(),
         limits: Limits::default(),
+        setup_commands: BTreeMap::new(),
+        setup_timeout: Duration::from_secs(60),
+        environments: None,
+        redactor: Redactor::new(["sk-bench-key-000000"]),
+        github: None,
+        author: Author::default(),
+        egress: None,
     };
     let runner = Runner::new(
         RunnerConfig {
@@ -109,7 +116,7 @@ async fn run() {
             ..RunnerConfig::default()
         },
         store.clone(),
-        Arc::new(executor),
+        Arc::new(Lifecycle { settings, work }),
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(runner.run({
@@ -124,6 +131,7 @@ async fn run() {
             request: CreateTask::new(&repo_url, "Take 200 small steps"),
             max_attempts: 1,
             idempotency: None,
+            github: None,
         })
         .await
         .unwrap()

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::model::{
-    retry_after, Block, Message, Provider, ProviderError, RetryPolicy, Role, TokenUsage, Tool,
-    Turn, TurnRequest,
+    retry_after, Block, Message, OnText, Provider, ProviderError, RetryPolicy, Role, TokenUsage,
+    Tool, Turn, TurnRequest,
 };
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -68,7 +68,7 @@ impl AnthropicProvider {
         Self { config, http }
     }
 
-    async fn attempt(&self, body: &Value) -> Result<Turn, Failure> {
+    async fn attempt(&self, body: &Value, on_text: Option<OnText<'_>>) -> Result<Turn, Failure> {
         let url = format!("{}/v1/messages", self.config.base_url.trim_end_matches('/'));
         let response = self
             .http
@@ -114,7 +114,7 @@ impl AnthropicProvider {
             match event.event.as_str() {
                 "message_stop" => return Ok(turn.finish()),
                 "error" => return Err(stream_error(&data)),
-                _ => turn.apply(&event.event, &data),
+                _ => turn.apply(&event.event, &data, on_text),
             }
         }
     }
@@ -127,7 +127,7 @@ impl Provider for AnthropicProvider {
         let policy = self.config.retry;
         let mut retry = 0;
         loop {
-            match self.attempt(&body).await {
+            match self.attempt(&body, request.on_text).await {
                 Ok(turn) => return Ok(turn),
                 Err(Failure::Refused { status, message }) => {
                     return Err(ProviderError::Refused { status, message })
@@ -225,7 +225,7 @@ enum Partial {
 }
 
 impl TurnAssembly {
-    fn apply(&mut self, event: &str, data: &Value) {
+    fn apply(&mut self, event: &str, data: &Value, on_text: Option<OnText<'_>>) {
         let index = data["index"].as_u64().unwrap_or(0);
         match event {
             "message_start" => self.count(&data["message"]["usage"]),
@@ -246,7 +246,11 @@ impl TurnAssembly {
                 let delta = &data["delta"];
                 match (self.blocks.get_mut(&index), delta["type"].as_str()) {
                     (Some(Partial::Text(text)), Some("text_delta")) => {
-                        text.push_str(delta["text"].as_str().unwrap_or(""));
+                        let piece = delta["text"].as_str().unwrap_or("");
+                        if let (Some(OnText(on_text)), false) = (on_text, piece.is_empty()) {
+                            on_text(piece);
+                        }
+                        text.push_str(piece);
                     }
                     (Some(Partial::ToolUse { json, .. }), Some("input_json_delta")) => {
                         json.push_str(delta["partial_json"].as_str().unwrap_or(""));
@@ -368,7 +372,7 @@ mod tests {
     fn assemble(events: &[(&str, Value)]) -> Turn {
         let mut turn = TurnAssembly::default();
         for (name, data) in events {
-            turn.apply(name, data);
+            turn.apply(name, data, None);
         }
         turn.finish()
     }
@@ -431,6 +435,7 @@ mod tests {
             messages: &messages,
             tools: &Tool::ALL,
             max_tokens: 100,
+            on_text: None,
         });
         assert_eq!(body["system"][0]["cache_control"]["type"], "ephemeral");
         assert!(body["tools"][0].get("cache_control").is_none());

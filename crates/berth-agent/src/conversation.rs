@@ -2,53 +2,32 @@
 //! store the model's message, carry out its tool calls, store their results — until the
 //! model ends, a budget is spent, or the attempt is asked to stop.
 
-use berth_proto::{EventKind, Task, Usage};
+use berth_proto::{EventKind, Usage};
+use berth_runner::attempt::{Ending, Job};
 use berth_runner::output::OutputEvents;
-use berth_runner::Context;
-use berth_sandbox::Sandbox;
+use berth_runner::redact::StreamRedactor;
 use berth_store::StoreError;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
-use crate::context::ContextWindow;
+use crate::context_window::ContextWindow;
 use crate::model::{
-    Block, Message, Provider, ProviderError, Role, TokenUsage, Tool, Turn, TurnRequest,
+    Block, Message, OnText, Provider, ProviderError, Role, TokenUsage, Tool, Turn, TurnRequest,
 };
 use crate::prices::Price;
-use crate::redact::{Redactor, StreamRedactor};
 use crate::run::AgentSettings;
 use crate::tools::Toolbox;
 
 /// Characters of a tool result shown in its event (the model gets it whole).
 const MAX_EVENT_RESULT: usize = 64 << 10;
 
-/// How a conversation ended.
-#[derive(Debug)]
-pub enum Ending {
-    /// The model finished; `summary` is what it said last.
-    Done {
-        summary: String,
-    },
-    Budget(String),
-    /// The model API refused the request: retrying will not help.
-    Refused(String),
-    /// The model API kept failing: worth another attempt later.
-    Unavailable(String),
-    /// The sandbox or the database failed.
-    Machine(String),
-    Stopped,
-}
-
 pub struct Conversation<'a> {
     pub provider: &'a dyn Provider,
     pub settings: &'a AgentSettings,
-    pub task: &'a Task,
-    pub ctx: &'a Context,
-    pub sandbox: &'a dyn Sandbox,
-    pub redactor: &'a Redactor,
+    /// The task, its attempt and its sandbox.
+    pub job: Job<'a>,
     pub model: &'a str,
     pub price: Option<Price>,
-    /// The commit the task's work started from: diffs are taken against it.
-    pub base: &'a str,
 }
 
 /// The transcript as stored (with each turn's usage) and as sent.
@@ -74,11 +53,7 @@ impl Call {
 
 impl Conversation<'_> {
     pub async fn run(&self) -> Ending {
-        match self.converse().await {
-            Ok(ending) => ending,
-            Err(StoreError::Fenced(_)) => Ending::Stopped,
-            Err(err) => Ending::Machine(format!("the database failed: {err}")),
-        }
+        self.converse().await.unwrap_or_else(Ending::from)
     }
 
     async fn converse(&self) -> Result<Ending, StoreError> {
@@ -91,9 +66,9 @@ impl Conversation<'_> {
                 });
             }
         }
-        let system = crate::prompt::system_prompt(self.task, self.settings.command_timeout);
+        let system = crate::prompt::system_prompt(self.job.task, self.settings.command_timeout);
         let toolbox = Toolbox {
-            sandbox: self.sandbox,
+            sandbox: self.job.sandbox,
             command_timeout: self.settings.command_timeout,
         };
         // Whether the last tools may have changed the workspace: its diff is then stored
@@ -105,12 +80,12 @@ impl Conversation<'_> {
                 if changed {
                     self.checkpoint().await?;
                 }
-                return Ok(Ending::Budget(reason));
+                return Ok(Ending::Failed(reason));
             }
             let cleared = window.cleared();
             let messages = window.fit(&system, &transcript.messages);
             if window.cleared() > cleared {
-                tracing::info!(task = %self.task.id, messages = window.cleared(),
+                tracing::info!(task = %self.job.task.id, messages = window.cleared(),
                     "older tool results left out of the request to fit the context window");
             }
             let turn = match self.ask(&system, &messages, changed).await? {
@@ -151,12 +126,21 @@ impl Conversation<'_> {
         messages: &[Message],
         changed: bool,
     ) -> Result<Result<Turn, Ending>, StoreError> {
-        let request = TurnRequest {
-            model: self.model,
-            system,
-            messages,
-            tools: &Tool::ALL,
-            max_tokens: self.settings.max_tokens_per_turn,
+        let (text_in, text_out) = mpsc::unbounded_channel::<String>();
+        let asked = async move {
+            let on_text = move |piece: &str| {
+                let _ = text_in.send(piece.to_string());
+            };
+            let request = TurnRequest {
+                model: self.model,
+                system,
+                messages,
+                tools: &Tool::ALL,
+                max_tokens: self.settings.max_tokens_per_turn,
+                on_text: Some(OnText(&on_text)),
+            };
+            self.provider.turn(&request).await
+            // The text's sender goes with `on_text`: `speak` ends once the turn has.
         };
         let checkpoint = async {
             match changed {
@@ -164,15 +148,41 @@ impl Conversation<'_> {
                 false => Ok(()),
             }
         };
-        let (answer, saved) = tokio::select! {
-            both = async { tokio::join!(self.provider.turn(&request), checkpoint) } => both,
-            () = self.ctx.stop.cancelled() => return Ok(Err(Ending::Stopped)),
+        let (answer, saved, ()) = tokio::select! {
+            all = async { tokio::join!(asked, checkpoint, self.speak(text_out)) } => all,
+            () = self.job.ctx.stop.cancelled() => return Ok(Err(Ending::Stopped)),
         };
         saved?;
         Ok(answer.map_err(|err| match err {
-            ProviderError::Refused { .. } => Ending::Refused(err.to_string()),
-            ProviderError::Unavailable(_) => Ending::Unavailable(err.to_string()),
+            // Retrying will not help a refused request; a model API that kept failing may be
+            // back for another attempt.
+            ProviderError::Refused { .. } => Ending::Failed(err.to_string()),
+            ProviderError::Unavailable(_) => Ending::Infrastructure(err.to_string()),
         }))
+    }
+
+    /// Hands the model's text to the task's streams as it comes, redacted, joining what
+    /// arrived while the last piece was being handed on. Streams may miss some: the stored
+    /// `assistant_text` event supersedes it, so a failure here is only logged.
+    async fn speak(&self, mut text: mpsc::UnboundedReceiver<String>) {
+        let mut redactor = StreamRedactor::new(self.job.redactor.clone());
+        while let Some(piece) = text.recv().await {
+            let mut ready = redactor.push(piece.as_bytes());
+            while let Ok(piece) = text.try_recv() {
+                ready.push_str(&redactor.push(piece.as_bytes()));
+            }
+            self.hand_on(ready).await;
+        }
+        self.hand_on(redactor.finish()).await;
+    }
+
+    async fn hand_on(&self, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        if let Err(err) = self.job.ctx.live_text(text).await {
+            tracing::debug!(error = %err, "the model's text could not be streamed");
+        }
     }
 
     /// Counts the turn's usage, then stores the model's message (redacted) and its text as
@@ -194,13 +204,15 @@ impl Conversation<'_> {
             "stop_reason": turn.stop_reason,
             "usage": usage_json(&turn.usage, cost),
         });
-        self.ctx
+        self.job
+            .ctx
             .store
-            .append_message(self.ctx.fence, record.clone())
+            .append_message(self.job.ctx.fence, record.clone())
             .await?;
         for block in &message.content {
             if let Block::Text { text } = block {
-                self.ctx
+                self.job
+                    .ctx
                     .emit(EventKind::AssistantText, json!({ "text": text }))
                     .await?;
             }
@@ -218,32 +230,32 @@ impl Conversation<'_> {
         call: Call,
     ) -> Result<Result<Block, Ending>, StoreError> {
         let Call { id, name, input } = call;
-        self.ctx
+        self.job
+            .ctx
             .emit(
                 EventKind::ToolCall,
                 json!({"id": id, "name": name, "input": input}),
             )
             .await?;
-        let output = output_events(self.ctx, self.redactor, &id);
+        let output = OutputEvents::start(self.job.ctx, self.job.redactor, Some(&id));
         let mut sink = output.sink();
         let started = std::time::Instant::now();
         let ran = tokio::select! {
             ran = toolbox.run(&name, &input, &mut sink) => Some(ran),
-            () = self.ctx.stop.cancelled() => None,
+            () = self.job.ctx.stop.cancelled() => None,
         };
         let took = started.elapsed();
         drop(sink);
         output.finish().await;
         let output = match ran {
             None => return Ok(Err(Ending::Stopped)),
-            Some(Err(err)) => {
-                return Ok(Err(Ending::Machine(format!("the sandbox failed: {err}"))))
-            }
+            Some(Err(err)) => return Ok(Err(err.into())),
             Some(Ok(output)) => output,
         };
-        let content = self.redactor.text(&output.content);
+        let content = self.job.redactor.text(&output.content);
         let shown: String = content.chars().take(MAX_EVENT_RESULT).collect();
-        self.ctx
+        self.job
+            .ctx
             .emit(
                 EventKind::ToolResult,
                 json!({
@@ -265,7 +277,7 @@ impl Conversation<'_> {
     /// attempt never answered get error results, and a waiting prompt (the task's own, or a
     /// follow-up) is added.
     async fn resume(&self) -> Result<Transcript, StoreError> {
-        let stored = self.ctx.store.list_messages(self.task.id).await?;
+        let stored = self.job.ctx.store.list_messages(self.job.task.id).await?;
         let mut transcript = Transcript::default();
         for record in stored {
             let message: Message = serde_json::from_value(record.clone()).map_err(|err| {
@@ -288,14 +300,15 @@ impl Conversation<'_> {
             _ => Vec::new(),
         };
         let pending = self
+            .job
             .ctx
             .store
-            .work_state(self.task.id)
+            .work_state(self.job.task.id)
             .await?
             .pending_prompt;
         if transcript.messages.is_empty() {
             blocks.push(Block::Text {
-                text: self.task.prompt.clone(),
+                text: self.job.task.prompt.clone(),
             });
         } else if let Some(prompt) = pending {
             blocks.push(Block::Text { text: prompt });
@@ -317,9 +330,10 @@ impl Conversation<'_> {
             content,
         };
         let record = serde_json::to_value(&message).expect("messages serialize");
-        self.ctx
+        self.job
+            .ctx
             .store
-            .append_message(self.ctx.fence, record.clone())
+            .append_message(self.job.ctx.fence, record.clone())
             .await?;
         transcript.stored.push(record);
         transcript.messages.push(message);
@@ -327,6 +341,7 @@ impl Conversation<'_> {
     }
 
     async fn count(&self, usage: &TokenUsage, cost: f64) -> Result<(), StoreError> {
+        measure_usage(self.model, usage, cost);
         let totals = Usage {
             input_tokens: usage.input,
             output_tokens: usage.output,
@@ -334,8 +349,13 @@ impl Conversation<'_> {
             cache_read_tokens: usage.cache_read,
             cost_usd: cost,
         };
-        self.ctx.store.add_usage(self.ctx.fence, &totals).await?;
-        self.ctx
+        self.job
+            .ctx
+            .store
+            .add_usage(self.job.ctx.fence, &totals)
+            .await?;
+        self.job
+            .ctx
             .emit(EventKind::Usage, usage_json(usage, cost))
             .await?;
         Ok(())
@@ -343,10 +363,16 @@ impl Conversation<'_> {
 
     /// Stores the diff so far, so that a crash loses at most one step.
     async fn checkpoint(&self) -> Result<(), StoreError> {
-        match self.sandbox.diff(self.base).await {
-            Ok(diff) => self.ctx.store.save_diff(self.ctx.fence, &diff).await,
+        match self.job.sandbox.diff(self.job.base).await {
+            Ok(diff) => {
+                self.job
+                    .ctx
+                    .store
+                    .save_diff(self.job.ctx.fence, &diff)
+                    .await
+            }
             Err(err) => {
-                tracing::info!(task = %self.task.id, error = %err, "no checkpoint of the diff");
+                tracing::info!(task = %self.job.task.id, error = %err, "no checkpoint of the diff");
                 Ok(())
             }
         }
@@ -354,7 +380,7 @@ impl Conversation<'_> {
 
     fn redact_blocks(&self, blocks: Vec<Block>) -> Vec<Block> {
         let value = serde_json::to_value(&blocks).expect("blocks serialize");
-        serde_json::from_value(self.redactor.json(&value))
+        serde_json::from_value(self.job.redactor.json(&value))
             .expect("redacted blocks keep their shape")
     }
 
@@ -375,7 +401,7 @@ impl Conversation<'_> {
             .iter()
             .filter(|r| r["role"] == "assistant")
             .collect();
-        let budget = &self.task.budget;
+        let budget = &self.job.task.budget;
         let max_turns = budget.max_turns.unwrap_or(self.settings.max_turns);
         if turns.len() as u64 >= u64::from(max_turns) {
             return Some(format!("stopped at its budget of {max_turns} turns"));
@@ -425,10 +451,18 @@ fn text_of(message: &Message) -> String {
     texts.join("\n")
 }
 
-/// Streams a command's output as `command_output` events while it runs, redacted: a secret
-/// split between two chunks is still masked.
-pub fn output_events(ctx: &Context, redactor: &Redactor, tool_use_id: &str) -> OutputEvents {
-    OutputEvents::start(ctx, Some(tool_use_id), || {
-        StreamRedactor::new(redactor.clone())
-    })
+/// Tokens by model and kind, and their cost in millionths of a dollar (a counter takes whole
+/// numbers), for the metrics.
+fn measure_usage(model: &str, usage: &TokenUsage, cost: f64) {
+    for (kind, tokens) in [
+        ("input", usage.input),
+        ("output", usage.output),
+        ("cache_write", usage.cache_write),
+        ("cache_read", usage.cache_read),
+    ] {
+        metrics::counter!("berth_llm_tokens_total", "model" => model.to_string(), "kind" => kind)
+            .increment(tokens);
+    }
+    metrics::counter!("berth_llm_cost_microdollars_total", "model" => model.to_string())
+        .increment((cost * 1e6).round() as u64);
 }

@@ -2,15 +2,15 @@
 //! speaking to a model provider, and only the tool calls run in the task's container.
 
 pub mod anthropic;
-pub mod context;
+pub mod context_window;
 mod conversation;
 pub mod model;
 pub mod openai;
 pub mod prices;
 pub mod prompt;
-pub mod publish;
-pub mod redact;
 pub mod run;
+mod settings;
 pub mod tools;
 
 pub use model::{Block, Message, Provider, ProviderError, RetryPolicy, Role, Tool, TurnRequest};
+pub use settings::{AgentProvider, Settings};

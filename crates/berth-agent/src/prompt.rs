@@ -11,6 +11,10 @@ pub fn system_prompt(task: &Task, command_timeout: Duration) -> String {
              with what the repository and the image hold."
         }
         Network::Full => "The container can reach the network.",
+        Network::Allowlist => {
+            "The container reaches only a few allowed domains, over HTTP and HTTPS through the \
+             proxy its environment names (HTTPS_PROXY); anything else is refused."
+        }
     };
     let result = if task.open_pull_request {
         "Berth collects your changes as a diff, commits them on a branch and opens a pull \

@@ -98,9 +98,9 @@ impl Toolbox<'_> {
              trap 'pwd > {CWD_FILE}' EXIT\n{command}\n"
         );
         let request = ExecRequest {
-            command: script,
             timeout: self.command_timeout,
             max_output: MODEL_OUTPUT,
+            ..ExecRequest::new(script)
         };
         let done = self.sandbox.exec(&request, on_output).await?;
         let mut content = String::from_utf8_lossy(&done.stdout).into_owned();
@@ -302,14 +302,14 @@ impl Toolbox<'_> {
     /// resolves outside the workspace, symbolic links included.
     async fn read(&self, path: &str) -> Result<Read, SandboxError> {
         let script = format!(
-            "{check}\nif [ -d \"$f\" ]; then cd \"$f\" && find . -mindepth 1 -maxdepth 2 -not -path '*/.*' -not -path '*/node_modules/*' | sort | head -n 2000; exit 10; fi\n\
-             if [ ! -e \"$f\" ]; then echo \"{path} does not exist\" >&2; exit 4; fi\ncat -- \"$f\"",
-            check = resolve_in_workspace(path),
+            "{RESOLVE_IN_WORKSPACE}\nif [ -d \"$f\" ]; then cd \"$f\" && find . -mindepth 1 -maxdepth 2 -not -path '*/.*' -not -path '*/node_modules/*' | sort | head -n 2000; exit 10; fi\n\
+             if [ ! -e \"$f\" ]; then echo \"$1 does not exist\" >&2; exit 4; fi\ncat -- \"$f\"",
         );
         let request = ExecRequest {
-            command: script,
+            args: vec![path.to_string()],
             timeout: Duration::from_secs(60),
             max_output: MAX_FILE,
+            ..ExecRequest::new(script)
         };
         let done = self.sandbox.exec(&request, &mut |_, _| {}).await?;
         let stderr = String::from_utf8_lossy(&done.stderr).trim().to_string();
@@ -337,14 +337,14 @@ impl Toolbox<'_> {
         let staging = format!("/tmp/.berth-edit-{:016x}", rand::random::<u64>());
         self.sandbox.put_file(&staging, contents.as_bytes()).await?;
         let script = format!(
-            "{check}\nif [ -d \"$f\" ]; then echo \"{path} is a directory\" >&2; rm -f {staging}; exit 4; fi\n\
-             mkdir -p -- \"$(dirname -- \"$f\")\" && cat {staging} > \"$f\"; s=$?; rm -f {staging}; exit $s",
-            check = resolve_in_workspace(path),
+            "{RESOLVE_IN_WORKSPACE}\nif [ -d \"$f\" ]; then echo \"$1 is a directory\" >&2; rm -f -- \"$2\"; exit 4; fi\n\
+             mkdir -p -- \"$(dirname -- \"$f\")\" && cat -- \"$2\" > \"$f\"; s=$?; rm -f -- \"$2\"; exit $s",
         );
-        let done = self
-            .sandbox
-            .exec(&ExecRequest::new(script), &mut |_, _| {})
-            .await?;
+        let request = ExecRequest {
+            args: vec![path.to_string(), staging],
+            ..ExecRequest::new(script)
+        };
+        let done = self.sandbox.exec(&request, &mut |_, _| {}).await?;
         if done.exit_code == Some(0) {
             return Ok(Ok(()));
         }
@@ -364,16 +364,14 @@ enum Read {
     Problem(String),
 }
 
-/// Shell lines that set `$f` to the real path of `path` (links followed) and stop unless it
-/// is inside the workspace.
-fn resolve_in_workspace(path: &str) -> String {
-    let quoted = format!("'{}'", path.replace('\'', r"'\''"));
-    format!(
-        "f=$(realpath -m -- {quoted}) || exit 3\n\
-         case \"$f\" in {WORKSPACE}|{WORKSPACE}/*) ;; *) echo \"{} resolves to $f, outside {WORKSPACE}; the editor works only inside {WORKSPACE}\" >&2; exit 3;; esac",
-        path.replace(['"', '$', '`', '\\'], "_")
-    )
-}
+/// Shell lines that set `$f` to the real path of the script's first argument (links
+/// followed) and stop unless it is inside the workspace. The path is only ever an argument:
+/// text the model wrote never becomes part of a script.
+const RESOLVE_IN_WORKSPACE: &str = concat!(
+    "f=$(realpath -m -- \"$1\") || exit 3\n",
+    "case \"$f\" in /workspace|/workspace/*) ;; *) echo \"$1 resolves to $f, outside /workspace; ",
+    "the editor works only inside /workspace\" >&2; exit 3;; esac"
+);
 
 /// Checks a path the model gave: absolute, inside the workspace, no `..`.
 fn workspace_path(path: &str) -> Result<String, String> {

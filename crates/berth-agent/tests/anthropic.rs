@@ -31,6 +31,7 @@ async fn ask(provider: &AnthropicProvider) -> Result<berth_agent::model::Turn, P
             messages: &messages,
             tools: &Tool::ALL,
             max_tokens: 1024,
+            on_text: None,
         })
         .await
 }
@@ -102,6 +103,7 @@ async fn an_empty_answer_in_the_transcript_is_left_out_of_the_request() {
         messages: &messages,
         tools: &Tool::ALL,
         max_tokens: 1024,
+        on_text: None,
     };
     let turn = provider(&fake, "sk-test").turn(&request).await;
     assert!(turn.is_ok(), "{turn:?} {:?}", fake.rejections());

@@ -120,6 +120,7 @@ async fn ask(
             messages,
             tools: &Tool::ALL,
             max_tokens: 512,
+            on_text: None,
         })
         .await
 }

@@ -34,6 +34,7 @@ async fn sandbox() -> Option<Guard> {
         .await
         .expect("the image builds");
     let spec = SandboxSpec {
+        installation: "berth-test".to_string(),
         task_id: format!("tools-{}", rand::random::<u32>()),
         attempt: 1,
         node_id: "berth-test".into(),
@@ -45,7 +46,7 @@ async fn sandbox() -> Option<Guard> {
     std::fs::write(repo.path().join("a.txt"), "one\ntwo\nthree\ntwo\n").unwrap();
     std::fs::create_dir(repo.path().join("src")).unwrap();
     std::fs::write(repo.path().join("src/lib.rs"), "fn main() {}").unwrap();
-    sandbox.0.copy_in(repo.path()).await.unwrap();
+    sandbox.0.copy_in(repo.path(), 1 << 30).await.unwrap();
     Some(sandbox)
 }
 
@@ -189,6 +190,45 @@ async fn the_editor_refuses_paths_that_lead_outside_the_workspace() {
     assert!(
         none.content.contains("No such file"),
         "nothing was written: {none:?}"
+    );
+}
+
+/// A path is data, never script: shell syntax in it runs nothing, and names a file literally.
+#[tokio::test]
+async fn shell_syntax_in_an_editor_path_runs_nothing() {
+    let Some(sandbox) = sandbox().await else {
+        return;
+    };
+    let hostile = [
+        "/workspace/x$(touch /tmp/ran-1)",
+        "/workspace/y`touch /tmp/ran-2`",
+        "/workspace/z\"; touch /tmp/ran-3; \"",
+        "/workspace/w'$(touch /tmp/ran-4)'",
+    ];
+    for path in hostile {
+        let created = edit(
+            &sandbox,
+            json!({"command": "create", "path": path, "file_text": "data\n"}),
+        )
+        .await;
+        assert!(!created.is_error, "{path}: {created:?}");
+        assert_eq!(file(&sandbox, path).await, "data\n", "{path}");
+        let missing = format!("{path}.missing");
+        let viewed = edit(&sandbox, json!({"command": "view", "path": missing})).await;
+        assert!(
+            viewed.is_error && viewed.content.contains("does not exist"),
+            "{viewed:?}"
+        );
+    }
+    let ran = call(
+        &sandbox,
+        "bash",
+        json!({"command": "ls /tmp/ran-* 2>&1; true"}),
+    )
+    .await;
+    assert!(
+        ran.content.contains("No such file"),
+        "a command ran: {ran:?}"
     );
 }
 

@@ -2,9 +2,10 @@
 //! integration tests, so that both exercise exactly what any other client would.
 
 pub mod device;
+mod environments;
 mod stream;
 
-pub use stream::{StreamEnd, TaskStream};
+pub use stream::{Followed, StreamEnd, TaskStream};
 
 use berth_proto::{
     CreateTask, CreateToken, CreatedToken, ErrorBody, EventPage, Me, Task, TaskId, TaskPage,
@@ -22,10 +23,16 @@ pub enum ClientError {
         code: String,
         message: String,
     },
-    /// The server could not be reached or its answer could not be read.
-    #[error("request failed: {0}")]
+    /// No connection could be made to the server (it is down, restarting, or the address
+    /// is wrong).
+    #[error("cannot reach the Berth server at {server}: {reason}")]
+    Unreachable { server: String, reason: String },
+    /// The connection failed midway or the answer could not be read.
+    #[error("request failed: {}", with_cause(.0))]
     Http(#[from] reqwest::Error),
-    #[error("invalid server URL: {0}")]
+    #[error("{0}")]
+    ServerAddress(String),
+    #[error("invalid URL: {0}")]
     Url(#[from] url::ParseError),
 }
 
@@ -34,7 +41,7 @@ impl ClientError {
         match self {
             ClientError::Api { status, .. } => Some(*status),
             ClientError::Http(err) => err.status(),
-            ClientError::Url(_) => None,
+            _ => None,
         }
     }
 
@@ -49,6 +56,7 @@ impl ClientError {
     /// reached the server at all: worth sending again when that is safe.
     fn may_be_lost(&self) -> bool {
         match self {
+            ClientError::Unreachable { .. } => true,
             ClientError::Http(err) => !err.is_builder() && !err.is_redirect() && !err.is_status(),
             ClientError::Api { status, .. } => matches!(
                 *status,
@@ -56,7 +64,7 @@ impl ClientError {
                     | StatusCode::SERVICE_UNAVAILABLE
                     | StatusCode::GATEWAY_TIMEOUT
             ),
-            ClientError::Url(_) => false,
+            ClientError::ServerAddress(_) | ClientError::Url(_) => false,
         }
     }
 }
@@ -67,6 +75,18 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 /// two tries (doubled each time).
 const SEND_TRIES: u32 = 4;
 const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A follow-up the server queued.
+#[derive(Clone, Debug)]
+pub struct FollowUpQueued {
+    /// The task as it is now.
+    pub task: Task,
+    /// Whether this call queued it (`false` when its idempotency key had been used before).
+    pub created: bool,
+    /// The sequence number of the follow-up's first event: follow from `first_seq - 1` to see
+    /// all of it. `None` from a server that does not say.
+    pub first_seq: Option<i64>,
+}
 
 /// Filters and position for [`Client::list_tasks`].
 #[derive(Clone, Debug, Default)]
@@ -100,7 +120,7 @@ impl Client {
             .build()?;
         Ok(Self {
             http,
-            base: url::Url::parse(base_url)?,
+            base: server_address(base_url)?,
             token,
         })
     }
@@ -138,7 +158,7 @@ impl Client {
         task: &CreateTask,
         idempotency_key: Option<&str>,
     ) -> Result<(Task, bool)> {
-        let (task, status) = self
+        let (task, status, _) = self
             .send_idempotent(idempotency_key, || {
                 Ok(self.request(Method::POST, "/v1/tasks")?.json(task))
             })
@@ -186,32 +206,55 @@ impl Client {
         self.send_json(request).await
     }
 
-    /// Queues a follow-up on a task that has ended; returns the task and whether this call
-    /// queued it (`false` when the idempotency key had been used before). Retried like
-    /// [`Client::create_task`].
+    /// Queues a follow-up on a task that has ended. Retried like [`Client::create_task`]: a
+    /// retry's answer still says where the follow-up's events begin.
     pub async fn follow_up(
         &self,
         id: TaskId,
         prompt: &str,
         idempotency_key: Option<&str>,
-    ) -> Result<(Task, bool)> {
+    ) -> Result<FollowUpQueued> {
         let body = berth_proto::FollowUp {
             prompt: prompt.to_string(),
         };
         let path = format!("/v1/tasks/{id}/messages");
-        let (task, status) = self
+        let (task, status, headers) = self
             .send_idempotent(idempotency_key, || {
                 Ok(self.request(Method::POST, &path)?.json(&body))
             })
             .await?;
-        Ok((task, status == StatusCode::ACCEPTED))
+        let first_seq = headers
+            .get("berth-follow-up-seq")
+            .and_then(|value| value.to_str().ok()?.parse().ok());
+        Ok(FollowUpQueued {
+            task,
+            created: status == StatusCode::ACCEPTED,
+            first_seq,
+        })
     }
 
     /// The task's diff as bytes (it may hold binary patches).
     pub async fn get_diff(&self, id: TaskId) -> Result<Vec<u8>> {
         let request = self.request(Method::GET, &format!("/v1/tasks/{id}/diff"))?;
-        let response = checked(request.send().await?).await?;
+        let response = checked(self.send(request).await?).await?;
         Ok(response.bytes().await?.to_vec())
+    }
+
+    /// The task's pull request as it stands on GitHub, with its checks.
+    pub async fn pull_request(&self, id: TaskId) -> Result<berth_proto::PullRequestView> {
+        let path = format!("/v1/tasks/{id}/pull_request");
+        self.send_json(self.request(Method::GET, &path)?).await
+    }
+
+    /// Merges the task's pull request if its head is still `merge.sha`.
+    pub async fn merge_pull_request(
+        &self,
+        id: TaskId,
+        merge: &berth_proto::MergePullRequest,
+    ) -> Result<berth_proto::PullRequestView> {
+        let path = format!("/v1/tasks/{id}/pull_request/merge");
+        self.send_json(self.request(Method::POST, &path)?.json(merge))
+            .await
     }
 
     pub async fn me(&self) -> Result<Me> {
@@ -241,7 +284,7 @@ impl Client {
     /// `GET /healthz` and `GET /readyz` succeed.
     pub async fn ready(&self) -> Result<()> {
         for path in ["/healthz", "/readyz"] {
-            checked(self.http.get(self.base.join(path)?).send().await?).await?;
+            checked(self.send(self.http.get(self.base.join(path)?)).await?).await?;
         }
         Ok(())
     }
@@ -253,7 +296,7 @@ impl Client {
         &self,
         key: Option<&str>,
         build: impl Fn() -> Result<RequestBuilder>,
-    ) -> Result<(T, StatusCode)> {
+    ) -> Result<(T, StatusCode, reqwest::header::HeaderMap)> {
         let mut delay = RETRY_DELAY;
         let mut tries = 1;
         loop {
@@ -261,10 +304,10 @@ impl Client {
             if let Some(key) = key {
                 request = request.header("Idempotency-Key", key);
             }
-            let answer: Result<(T, StatusCode)> = async {
-                let response = checked(request.send().await?).await?;
-                let status = response.status();
-                Ok((response.json().await?, status))
+            let answer: Result<(T, StatusCode, reqwest::header::HeaderMap)> = async {
+                let response = checked(self.send(request).await?).await?;
+                let (status, headers) = (response.status(), response.headers().clone());
+                Ok((response.json().await?, status, headers))
             }
             .await;
             match answer {
@@ -279,9 +322,66 @@ impl Client {
     }
 
     async fn send_json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
-        let response = checked(request.send().await?).await?;
+        let response = checked(self.send(request).await?).await?;
         Ok(response.json().await?)
     }
+
+    /// Sends the request; a connection that could not be made is told apart from one that
+    /// failed midway, so that a person reads "cannot reach the server" and its cause.
+    async fn send(&self, request: RequestBuilder) -> Result<Response> {
+        request.send().await.map_err(|err| match err.is_connect() {
+            true => ClientError::Unreachable {
+                server: self.base.as_str().trim_end_matches('/').to_string(),
+                reason: root_cause(&err),
+            },
+            false => ClientError::Http(err),
+        })
+    }
+}
+
+/// The server's base URL, refused with a hint when it is not an `http(s)://` address.
+fn server_address(text: &str) -> Result<url::Url> {
+    let text = text.trim();
+    let hint = || {
+        ClientError::ServerAddress(format!(
+            "the server address {text:?} must start with http:// or https:// \
+             (such as http://{})",
+            text.split("://").last().unwrap_or(text)
+        ))
+    };
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
+        Ok(_) | Err(url::ParseError::RelativeUrlWithoutBase) => Err(hint()),
+        Err(err) => Err(ClientError::ServerAddress(format!(
+            "the server address {text:?} is not a URL: {err}"
+        ))),
+    }
+}
+
+/// The innermost cause of an error, which is the part a person can act on ("Connection
+/// refused" rather than three layers of "error sending request").
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
+/// An error and, when it is not the same, its innermost cause.
+fn with_cause(err: &reqwest::Error) -> String {
+    let cause = root_cause(err);
+    match err.to_string() {
+        text if text == cause => text,
+        text => format!("{text}: {cause}"),
+    }
+}
+
+/// The message of an API error body, if the bytes are one.
+pub(crate) fn error_message(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|body| body.error.message)
 }
 
 /// Turns an error answer into [`ClientError::Api`], reading the API's error body.

@@ -26,10 +26,13 @@ pub enum EventKind {
     Result,
     /// `{"message": "..."}`
     Error,
+    /// `{"host", "port", "method", "allowed", "reason"?}`: a request through the egress proxy
+    /// of a task with `network: allowlist`, allowed or refused.
+    Egress,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Status,
         EventKind::AssistantText,
         EventKind::ToolCall,
@@ -38,6 +41,7 @@ impl EventKind {
         EventKind::Usage,
         EventKind::Result,
         EventKind::Error,
+        EventKind::Egress,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +54,7 @@ impl EventKind {
             EventKind::Usage => "usage",
             EventKind::Result => "result",
             EventKind::Error => "error",
+            EventKind::Egress => "egress",
         }
     }
 

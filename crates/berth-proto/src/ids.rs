@@ -69,3 +69,13 @@ impl TaskId {
         simple[simple.len() - 8..].to_string()
     }
 }
+
+typed_id!(
+    /// Identifies a webhook endpoint a user registered.
+    WebhookId
+);
+
+typed_id!(
+    /// Identifies a device's Web Push subscription.
+    PushSubscriptionId
+);

@@ -29,6 +29,18 @@ pub enum StreamFrame {
     Task { task: Box<Task>, cursor: String },
     /// The task has ended and every event up to `last_seq` was sent; the server closes next.
     End { status: TaskStatus, last_seq: i64 },
+    /// Text the model is writing, as it comes, on a task's stream. It has no sequence number:
+    /// it is never stored and never replayed, and may be lost (a slow client, a reconnect).
+    /// The `assistant_text` event stored after it, with its `seq`, holds the whole text and
+    /// supersedes the deltas of its attempt before it: a client shows the deltas joined, and
+    /// replaces them with that event when it arrives.
+    TextDelta {
+        /// The attempt writing; a client drops deltas of an attempt older than its newest.
+        attempt: i64,
+        /// Text to append to what this attempt's deltas have said since its last stored
+        /// `assistant_text` event.
+        text: String,
+    },
 }
 
 /// WebSocket close codes. 4000–4499: reconnect and resume from the last sequence number (or

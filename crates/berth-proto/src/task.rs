@@ -73,6 +73,10 @@ pub enum Network {
     None,
     /// The container keeps its bridge network.
     Full,
+    /// Only the domains the server allows (its `egress_allowed_domains`, narrowed by the
+    /// repository's environment), over HTTP(S) through Berth's egress proxy; every request,
+    /// allowed or refused, is an `egress` event.
+    Allowlist,
 }
 
 impl Network {
@@ -80,6 +84,7 @@ impl Network {
         match self {
             Network::None => "none",
             Network::Full => "full",
+            Network::Allowlist => "allowlist",
         }
     }
 
@@ -87,6 +92,36 @@ impl Network {
         match s {
             "none" => Some(Network::None),
             "full" => Some(Network::Full),
+            "allowlist" => Some(Network::Allowlist),
+            _ => None,
+        }
+    }
+}
+
+/// Which agent does a task's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Agent {
+    /// Berth's own loop: the model is called from the runner, its tools run in the sandbox.
+    #[default]
+    Berth,
+    /// The Claude Code CLI inside the sandbox, reaching the model through the runner's
+    /// metered proxy (docs/claude-code.md).
+    ClaudeCode,
+}
+
+impl Agent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Agent::Berth => "berth",
+            Agent::ClaudeCode => "claude-code",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "berth" => Some(Agent::Berth),
+            "claude-code" => Some(Agent::ClaudeCode),
             _ => None,
         }
     }
@@ -129,6 +164,10 @@ impl Resources {
 /// The body of `POST /v1/tasks`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "repo_url": "https://github.com/owner/name",
+    "prompt": "Make the failing test in tests/parse.rs pass"
+}))]
 pub struct CreateTask {
     /// The git repository to work on: `https://host/owner/repo(.git)`, `ssh://git@host/owner/repo`
     /// or `git@host:owner/repo`, on one of the server's allowed git hosts.
@@ -141,9 +180,10 @@ pub struct CreateTask {
     /// The model to use; the server's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Network for the agent phase; `none` when absent.
-    #[serde(default)]
-    pub network: Network,
+    /// Network for the agent phase; the server's `default_network` (`none` unless the
+    /// operator chose `allowlist`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
     #[serde(default)]
     pub budget: Budget,
     /// Longest the task may run, in seconds; the server's default when absent.
@@ -155,6 +195,9 @@ pub struct CreateTask {
     /// Smaller sandbox limits than the server's, if wanted.
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    /// `berth` or `claude-code`; the server's `agent` setting when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Agent>,
 }
 
 impl CreateTask {
@@ -164,11 +207,12 @@ impl CreateTask {
             prompt: prompt.into(),
             git_ref: None,
             model: None,
-            network: Network::None,
+            network: None,
             budget: Budget::default(),
             timeout_secs: None,
             open_pull_request: false,
             resources: Resources::default(),
+            agent: None,
         }
     }
 }
@@ -213,6 +257,9 @@ pub struct Task {
     pub open_pull_request: bool,
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    /// The agent the task asked for; the server's `agent` setting when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Agent>,
     /// How many times a runner has claimed the task.
     pub attempt: i64,
     pub created_at: DateTime<Utc>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use berth_proto::{EventKind, Task};
-use berth_store::{Fence, Store, StoreError};
+use berth_store::{Fence, Store, StoreError, TextDelta};
 use tokio_util::sync::CancellationToken;
 
 /// Why a runner asked a task to stop before it ended by itself.
@@ -51,6 +51,16 @@ pub struct Published {
 }
 
 impl Outcome {
+    /// How the attempt ended, in a word, and why when it did not succeed: for the log.
+    pub fn summary(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Outcome::Succeeded { .. } => ("succeeded", None),
+            Outcome::Failed { reason, .. } => ("failed", Some(reason)),
+            Outcome::Infrastructure { reason } => ("infrastructure failure", Some(reason)),
+            Outcome::Stopped { .. } => ("stopped", None),
+        }
+    }
+
     /// Succeeded, with nothing published.
     pub fn succeeded(diff: Option<Vec<u8>>) -> Self {
         Outcome::Succeeded {
@@ -90,6 +100,16 @@ impl Context {
         self.store.append_event(self.fence, kind, payload).await
     }
 
+    /// Hands text the model is writing to the task's open streams, without storing it; the
+    /// event that stores the whole text, written after, supersedes it.
+    pub async fn live_text(&self, text: String) -> Result<(), StoreError> {
+        let delta = TextDelta {
+            fence: self.fence,
+            text,
+        };
+        self.store.publish_text_delta(delta).await
+    }
+
     /// Why the attempt was asked to stop, once it was.
     pub fn stop_reason(&self) -> Option<StopReason> {
         *self.reason.lock().expect("stop reason lock")
@@ -111,7 +131,7 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs one attempt of `task`. Must return soon after `ctx.stop` is cancelled.
     async fn run(&self, task: Task, ctx: Context) -> Outcome;
 
-    /// Cleans up what attempts that are no longer running here left behind (such as
-    /// containers after a crash). `live` are the attempts this node runs now.
-    async fn sweep(&self, _node_id: &str, _live: &[Fence]) {}
+    /// Removes what attempts that are no longer live left behind (containers after a crash,
+    /// on this node or on one that never came back). What is live is the database's word.
+    async fn sweep(&self, _store: &dyn Store) {}
 }

@@ -1,27 +1,43 @@
 //! Berth's runner: takes tasks from the queue, keeps their leases alive, stops them when they
 //! are cancelled, time out or the node drains, and writes how each attempt ended — every
 //! write fenced by the attempt number, so a runner that lost its lease cannot overwrite
-//! anything. It also reaps the leases of runners that died.
+//! anything. It also reaps the leases of runners that died. Each attempt goes through one
+//! lifecycle ([`attempt`]) whatever does its work.
 
+pub mod attempt;
 mod backoff;
+pub mod claude_code;
 pub mod command;
+pub mod egress;
+pub mod environment;
 mod executor;
 pub mod git;
+mod measure;
+pub mod model_proxy;
+mod node;
 pub mod output;
+pub mod patch;
+pub mod publish;
+pub mod redact;
+pub mod retry;
+mod settings;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_proto::{Task, TaskId, TaskStatus};
 use berth_store::{ClaimLimits, Fence, Store, StoreError, TaskEnd};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use executor::{Context, Executor, Outcome, Published, StopReason};
+pub use node::NodeIdentity;
+pub use settings::Settings;
 
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -53,7 +69,9 @@ pub struct RunnerConfig {
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
-            node_id: default_node_id(),
+            // Tests and embedders name their nodes; `berth` takes its id from the data
+            // directory (see `NodeIdentity`).
+            node_id: format!("node-{:08x}", rand::random::<u32>()),
             capacity: 2,
             per_user_limit: 2,
             lease: Duration::from_secs(30),
@@ -67,16 +85,6 @@ impl Default for RunnerConfig {
             backoff: Backoff::default(),
         }
     }
-}
-
-/// `hostname-pid`: unique among the runners of one database as long as hosts are named apart.
-pub fn default_node_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "node".to_string());
-    format!("{host}-{}", std::process::id())
 }
 
 pub struct Runner {
@@ -107,6 +115,7 @@ impl Runner {
     /// Claims and runs tasks until `shutdown` completes, then drains: no new claims, running
     /// tasks get `drain_grace` to finish and are then handed back to the queue.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        self.recover_lost_attempts().await;
         let upkeep = tokio::spawn(self.clone().keep_leases());
         let slots = Arc::new(Semaphore::new(self.config.capacity));
         let mut attempts = JoinSet::new();
@@ -144,9 +153,15 @@ impl Runner {
             per_user_limit: self.config.per_user_limit,
         };
         while let Ok(slot) = slots.clone().try_acquire_owned() {
-            match self.store.claim_next_task(&limits).await {
+            let started = Instant::now();
+            let claimed = self.store.claim_next_task(&limits).await;
+            metrics::histogram!("berth_claim_duration_seconds").record(started.elapsed());
+            match claimed {
                 Ok(Some(task)) => {
-                    attempts.spawn(self.clone().attempt(task, slot));
+                    measure::claimed(&task);
+                    // Every line logged about the attempt, wherever it is logged, names it.
+                    let span = tracing::info_span!("task", task = %task.id, attempt = task.attempt);
+                    attempts.spawn(self.clone().attempt(task, slot).instrument(span));
                 }
                 Ok(None) => break,
                 Err(err) => {
@@ -202,8 +217,16 @@ impl Runner {
             })
         };
         tracing::info!(task = %task.id, attempt = task.attempt, "attempt started");
+        let started = Instant::now();
         let outcome = self.execute(task, &ctx).await;
         timer.abort();
+        let (ending, reason) = outcome.summary();
+        measure::ended(ending, started.elapsed());
+        let stop = ctx.stop_reason().map(|reason| format!("{reason:?}"));
+        tracing::info!(
+            task = %fence.task_id, attempt = fence.attempt, outcome = ending,
+            reason = reason.unwrap_or_default(), stop = stop.unwrap_or_default(), "attempt ended"
+        );
         self.active
             .lock()
             .expect("active lock")
@@ -236,7 +259,7 @@ impl Runner {
         let mut run = tokio::spawn({
             let executor = self.executor.clone();
             let ctx = ctx.clone();
-            async move { executor.run(task, ctx).await }
+            async move { executor.run(task, ctx).await }.in_current_span()
         });
         let overdue = async {
             ctx.stop.cancelled().await;
@@ -382,14 +405,40 @@ impl Runner {
     }
 
     async fn sweep(&self) {
-        let live: Vec<Fence> = self
-            .active
-            .lock()
-            .expect("active lock")
-            .values()
-            .map(|ctx| ctx.fence)
-            .collect();
-        self.executor.sweep(&self.config.node_id, &live).await;
+        self.executor.sweep(self.store.as_ref()).await;
+    }
+
+    /// Hands back the attempts this node's id still holds from a run that ended without
+    /// handing them back (a crash, SIGKILL): nothing of this process runs them, and their
+    /// leases would otherwise keep the tasks waiting until they run out. Node ids are unique
+    /// among live runners, so none of them is anyone else's.
+    async fn recover_lost_attempts(&self) {
+        let lost = match self.store.held_by_node(&self.config.node_id).await {
+            Ok(lost) => lost,
+            Err(err) => {
+                tracing::warn!(error = %err, "looking for attempts lost by an earlier run failed; the reaper will find them");
+                return;
+            }
+        };
+        let reason = format!(
+            "runner {} restarted; the attempt was lost",
+            self.config.node_id
+        );
+        for fence in lost {
+            let retry_in = self.config.backoff.delay_ms(fence.attempt);
+            match self
+                .store
+                .release_task(fence, &reason, Some(retry_in))
+                .await
+            {
+                Ok(released) => {
+                    tracing::warn!(task = %fence.task_id, attempt = fence.attempt, now = %released.status, "handed back an attempt lost by this node's earlier run")
+                }
+                Err(err) => {
+                    tracing::warn!(task = %fence.task_id, error = %err, "handing back a lost attempt failed; the reaper will")
+                }
+            }
+        }
     }
 
     async fn reap(&self) {

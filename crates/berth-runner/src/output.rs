@@ -1,7 +1,7 @@
-//! A command's output as `command_output` events while it runs: in order, coalesced when it
-//! comes faster than the database stores it, UTF-8 characters kept whole, and bounded. Past
-//! the bound the sink drops output before it is queued, so a command that prints without end
-//! costs the runner no more memory than the bound.
+//! A command's output as `command_output` events while it runs: redacted, in order, coalesced
+//! when it comes faster than the database stores it, UTF-8 characters kept whole, and bounded.
+//! Past the bound the sink drops output before it is queued, so a command that prints without
+//! end costs the runner no more memory than the bound.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,7 +10,9 @@ use berth_proto::EventKind;
 use berth_sandbox::Stream;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
+use crate::redact::{Redactor, StreamRedactor};
 use crate::Context;
 
 /// Bytes of one command's output kept as events, at most; the rest is dropped and said so.
@@ -18,43 +20,6 @@ pub const MAX_KEPT_OUTPUT: usize = 1 << 20;
 /// Queued output of one stream is joined into one event up to this size.
 const MAX_EVENT_BYTES: usize = 64 << 10;
 const CUT_NOTE: &str = "\n[output past 1 MiB was not kept as events]\n";
-
-/// Turns one stream's chunks into the text its events show. It may hold bytes back (the
-/// start of a UTF-8 character, the start of a secret) until the next chunk or the end.
-pub trait OutputFilter: Send + 'static {
-    fn push(&mut self, chunk: &[u8]) -> String;
-    /// Whatever is still held, at the end of the output.
-    fn finish(&mut self) -> String;
-}
-
-/// The plain filter: text as it came, with no character split between two events.
-#[derive(Default)]
-pub struct Utf8Text {
-    held: Vec<u8>,
-}
-
-impl OutputFilter for Utf8Text {
-    fn push(&mut self, chunk: &[u8]) -> String {
-        self.held.extend_from_slice(chunk);
-        // An unfinished character at the end waits; invalid bytes become U+FFFD.
-        let whole = utf8_boundary(&self.held, self.held.len());
-        let ready: Vec<u8> = self.held.drain(..whole).collect();
-        String::from_utf8_lossy(&ready).into_owned()
-    }
-
-    fn finish(&mut self) -> String {
-        String::from_utf8_lossy(&std::mem::take(&mut self.held)).into_owned()
-    }
-}
-
-/// `at`, or earlier if the bytes before it end in the middle of a UTF-8 character, so that
-/// output cut there never splits one.
-pub fn utf8_boundary(bytes: &[u8], at: usize) -> usize {
-    match std::str::from_utf8(&bytes[..at]) {
-        Err(err) if err.error_len().is_none() => err.valid_up_to(),
-        _ => at,
-    }
-}
 
 type Chunk = (Stream, Vec<u8>);
 
@@ -68,27 +33,23 @@ pub struct OutputEvents {
 }
 
 impl OutputEvents {
-    /// Starts forwarding; events carry `tool_use_id` when there is one, and each stream
-    /// goes through a filter of its own.
-    pub fn start<F: OutputFilter>(
-        ctx: &Context,
-        tool_use_id: Option<&str>,
-        filter: impl Fn() -> F,
-    ) -> Self {
+    /// Starts forwarding; events carry `tool_use_id` when there is one. Each stream is redacted
+    /// on its own, so a secret split between two chunks of it is still masked.
+    pub fn start(ctx: &Context, redactor: &Redactor, tool_use_id: Option<&str>) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let cut = Arc::new(AtomicBool::new(false));
         let forwarder = Forwarder {
             ctx: ctx.clone(),
             tool_use_id: tool_use_id.map(str::to_string),
-            stdout: filter(),
-            stderr: filter(),
+            stdout: StreamRedactor::new(redactor.clone()),
+            stderr: StreamRedactor::new(redactor.clone()),
             cut: cut.clone(),
         };
         Self {
             sender: Some(sender),
             left: Arc::new(AtomicUsize::new(MAX_KEPT_OUTPUT)),
             cut,
-            forwarder: tokio::spawn(forwarder.run(receiver)),
+            forwarder: tokio::spawn(forwarder.run(receiver).in_current_span()),
         }
     }
 
@@ -119,15 +80,15 @@ impl OutputEvents {
     }
 }
 
-struct Forwarder<F> {
+struct Forwarder {
     ctx: Context,
     tool_use_id: Option<String>,
-    stdout: F,
-    stderr: F,
+    stdout: StreamRedactor,
+    stderr: StreamRedactor,
     cut: Arc<AtomicBool>,
 }
 
-impl<F: OutputFilter> Forwarder<F> {
+impl Forwarder {
     async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Chunk>) {
         let mut next = None;
         while let Some((stream, mut bytes)) = match next.take() {
@@ -161,14 +122,13 @@ impl<F: OutputFilter> Forwarder<F> {
         }
     }
 
-    fn filter(&mut self, stream: Stream) -> &mut F {
+    fn filter(&mut self, stream: Stream) -> &mut StreamRedactor {
         match stream {
             Stream::Stdout => &mut self.stdout,
             Stream::Stderr => &mut self.stderr,
         }
     }
 
-    // `&mut`, so that the future is `Send` with filters that are not `Sync`.
     async fn emit(&mut self, stream: Stream, text: String) -> Result<(), berth_store::StoreError> {
         if text.is_empty() {
             return Ok(());
@@ -207,6 +167,7 @@ mod tests {
             request,
             max_attempts: 1,
             idempotency: None,
+            github: None,
         };
         store.create_task(new).await.unwrap();
         let limits = ClaimLimits {
@@ -248,7 +209,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn output_past_the_bound_is_dropped_before_it_is_queued_and_said_so() {
         let (_dir, ctx, owner) = attempt().await;
-        let output = OutputEvents::start(&ctx, None, Utf8Text::default);
+        let output = OutputEvents::start(&ctx, &Redactor::default(), None);
         let mut sink = output.sink();
         let chunk = vec![b'x'; 4096];
         for _ in 0..(3 * MAX_KEPT_OUTPUT / chunk.len()) {
@@ -273,7 +234,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn streams_keep_their_order_and_characters_stay_whole() {
         let (_dir, ctx, owner) = attempt().await;
-        let output = OutputEvents::start(&ctx, Some("toolu_1"), Utf8Text::default);
+        let output = OutputEvents::start(&ctx, &Redactor::default(), Some("toolu_1"));
         let mut sink = output.sink();
         sink(Stream::Stdout, b"caf\xc3");
         sink(Stream::Stdout, b"\xa9 ");
@@ -298,14 +259,5 @@ mod tests {
             ]
         );
         assert!(events.iter().all(|e| e["tool_use_id"] == "toolu_1"));
-    }
-
-    #[test]
-    fn utf8_text_holds_back_only_an_unfinished_character() {
-        let mut text = Utf8Text::default();
-        assert_eq!(text.push(b"a\xf0\x9f"), "a");
-        assert_eq!(text.push(b"\x98\x80b"), "\u{1f600}b");
-        assert_eq!(text.push(b"\xffc"), "\u{fffd}c");
-        assert_eq!(text.finish(), "");
     }
 }

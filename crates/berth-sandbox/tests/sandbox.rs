@@ -1,6 +1,11 @@
-//! The sandbox on the real Docker engine with the real default image. Without an engine the
-//! tests fail on CI (CI is set) and are skipped with a message elsewhere.
+//! The Docker sandbox on the real Docker engine with the real default image: what only it
+//! has. What every backend promises is in tests/contract, which tests/contract_docker.rs runs
+//! here. Without an engine the tests fail on CI (CI is set) and are skipped with a message
+//! elsewhere.
 
+mod engine;
+
+use engine::engine;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -10,32 +15,6 @@ use berth_sandbox::{
     SandboxSpec, Stream,
 };
 use bollard::Docker;
-use tokio::sync::OnceCell;
-
-static IMAGE: OnceCell<()> = OnceCell::const_new();
-
-/// The engine, with the default image built (once per test run).
-async fn engine() -> Option<Docker> {
-    let docker = match berth_sandbox::connect().await {
-        Ok(docker) => docker,
-        Err(err) if std::env::var_os("CI").is_some() => {
-            panic!("the Docker engine is needed: {err}")
-        }
-        Err(err) => {
-            eprintln!("skipped: no Docker engine ({err})");
-            return None;
-        }
-    };
-    IMAGE
-        .get_or_init(|| async {
-            let mut progress = |line: &str| eprintln!("{line}");
-            berth_sandbox::ensure_default_image(&docker, &mut progress)
-                .await
-                .expect("the image builds");
-        })
-        .await;
-    Some(docker)
-}
 
 /// A sandbox removed when the test ends, even when it fails.
 struct Guard(DockerSandbox);
@@ -50,6 +29,7 @@ impl Drop for Guard {
 
 fn spec(node: &str, limits: Limits) -> SandboxSpec {
     SandboxSpec {
+        installation: "berth-test".to_string(),
         task_id: uuid::Uuid::now_v7().to_string(),
         attempt: 1,
         node_id: node.to_string(),
@@ -112,63 +92,6 @@ fn head_of(dir: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A repository with one committed file, `a.txt`, copied into a fresh sandbox.
-async fn sandbox_with_repo(docker: &Docker) -> (Guard, tempfile::TempDir, String) {
-    let repo = tempfile::tempdir().unwrap();
-    let dir = repo.path();
-    git(dir, &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.join("a.txt"), "first\n").unwrap();
-    commit_all(dir);
-    let sandbox = sandbox_with(docker, Limits::default()).await;
-    sandbox.0.copy_in(dir).await.unwrap();
-    let base = head_of(dir);
-    (sandbox, repo, base)
-}
-
-#[tokio::test]
-async fn the_diff_is_taken_against_the_base_whatever_the_repository_does() {
-    let Some(docker) = engine().await else { return };
-    let (sandbox, _repo, base) = sandbox_with_repo(&docker).await;
-    // Commits made in the container, an external diff program and a text conversion
-    // configured by the repository: none may hide or forge the change.
-    let script = "printf 'second\\n' >> a.txt \
-        && git -c user.name=m -c user.email=m@m commit -qam 'model commit' \
-        && printf 'new\\n' > b.txt \
-        && git config diff.external /bin/false \
-        && printf '* diff=forged\\n' > .git/info/attributes \
-        && git config diff.forged.textconv 'echo forged'";
-    stdout_of(&sandbox, script).await;
-    let diff = String::from_utf8(sandbox.0.diff(&base).await.unwrap()).unwrap();
-    assert!(
-        diff.contains("+second"),
-        "the committed edit is kept: {diff}"
-    );
-    assert!(
-        diff.contains("+++ b/b.txt") && diff.contains("+new"),
-        "{diff}"
-    );
-    assert!(!diff.contains("forged"), "{diff}");
-
-    let refused = sandbox.0.diff("HEAD; rm -rf /workspace").await.unwrap_err();
-    assert!(refused.to_string().contains("not a commit id"), "{refused}");
-}
-
-#[tokio::test]
-async fn a_change_too_large_to_keep_is_an_error_not_a_cut_diff() {
-    let Some(docker) = engine().await else { return };
-    let (sandbox, _repo, base) = sandbox_with_repo(&docker).await;
-    stdout_of(
-        &sandbox,
-        "yes 'a line of text that fills the diff' | head -c 70000000 > big.txt",
-    )
-    .await;
-    let err = sandbox.0.diff(&base).await.unwrap_err();
-    assert!(
-        matches!(err, SandboxError::DiffTooLarge { limit_mib: 64 }),
-        "{err}"
-    );
-}
-
 #[tokio::test]
 async fn copy_in_exec_and_diff_round_trip() {
     let Some(docker) = engine().await else { return };
@@ -186,7 +109,7 @@ async fn copy_in_exec_and_diff_round_trip() {
     commit_all(dir);
 
     let sandbox = sandbox_with(&docker, Limits::default()).await;
-    sandbox.0.copy_in(dir).await.unwrap();
+    sandbox.0.copy_in(dir, 1 << 30).await.unwrap();
     let owner = stdout_of(&sandbox, "stat -c %u edit.txt").await;
     assert_eq!(owner.trim(), "1000", "files belong to the sandbox user");
     let script = "printf 'one\\nTWO\\n' > edit.txt && rm gone.txt && mv old-name.txt new-name.txt \
@@ -248,39 +171,6 @@ async fn output_streams_in_order() {
     let got: Vec<(Stream, &str)> = chunks.iter().map(|(s, t)| (*s, t.as_str())).collect();
     assert_eq!(got, expected);
     assert_eq!(result.stdout, b"out1\nout2\n");
-}
-
-#[tokio::test]
-async fn a_timeout_kills_the_command_and_its_children() {
-    let Some(docker) = engine().await else { return };
-    let sandbox = sandbox_with(&docker, Limits::default()).await;
-    let request = ExecRequest {
-        timeout: Duration::from_secs(1),
-        ..ExecRequest::new("sleep 300 & sleep 301; echo never")
-    };
-    let result = sandbox.0.exec(&request, &mut |_, _| {}).await.unwrap();
-    assert!(result.timed_out);
-    assert_eq!(result.exit_code, None);
-    assert!(!String::from_utf8_lossy(&result.stdout).contains("never"));
-    let left = stdout_of(&sandbox, "pgrep -x sleep | wc -l").await;
-    assert_eq!(left.trim(), "1", "only the container's own sleep is left");
-}
-
-#[tokio::test]
-async fn a_memory_hog_is_oom_killed_and_reported() {
-    let Some(docker) = engine().await else { return };
-    let limits = Limits {
-        memory_bytes: 64 << 20,
-        ..Limits::default()
-    };
-    let sandbox = sandbox_with(&docker, limits).await;
-    let result = run(
-        &sandbox,
-        "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}",
-    )
-    .await;
-    assert!(result.oom_killed, "{result:?}");
-    assert_eq!(stdout_of(&sandbox, "echo still here").await, "still here\n");
 }
 
 #[tokio::test]
@@ -348,6 +238,75 @@ async fn network_none_has_no_route_and_no_dns_while_full_has_the_bridge() {
         .expect("switching twice is harmless");
 }
 
+/// On the egress network a sandbox has one interface, an address the proxy knows it by, and
+/// the proxy variables in every command; leaving it takes all three away.
+#[tokio::test]
+async fn the_egress_network_comes_with_the_proxy_variables_and_goes_without_them() {
+    let Some(docker) = engine().await else { return };
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    let gateway = berth_sandbox::ensure_egress_network(&docker).await.unwrap();
+    let proxy = std::net::SocketAddr::new(gateway, 3128);
+    let variables = "echo \"$HTTP_PROXY $https_proxy $NO_PROXY\"";
+    sandbox.0.set_network(NetworkPolicy::Full).await.unwrap();
+    sandbox
+        .0
+        .set_network(NetworkPolicy::Egress { proxy })
+        .await
+        .unwrap();
+    assert_eq!(
+        stdout_of(&sandbox, "ls /sys/class/net | grep -vc '^lo$'")
+            .await
+            .trim(),
+        "1",
+        "the sandbox network is left for the egress one"
+    );
+    assert_eq!(
+        stdout_of(&sandbox, variables).await.trim(),
+        format!("http://{proxy} http://{proxy} localhost,127.0.0.1,::1")
+    );
+    let address = sandbox
+        .0
+        .egress_address()
+        .await
+        .unwrap()
+        .expect("an address");
+    assert_eq!(
+        stdout_of(&sandbox, "hostname -i").await.trim(),
+        address.to_string()
+    );
+
+    sandbox.0.set_network(NetworkPolicy::None).await.unwrap();
+    assert_eq!(sandbox.0.egress_address().await.unwrap(), None);
+    assert_eq!(stdout_of(&sandbox, variables).await.trim(), "");
+}
+
+/// With `network: full` a task reaches out, but never another task's container: one
+/// listens, the other cannot connect to it, while the listener itself can.
+#[tokio::test]
+async fn tasks_on_the_network_cannot_reach_each_other() {
+    let Some(docker) = engine().await else { return };
+    let listener = sandbox_with(&docker, Limits::default()).await;
+    let other = sandbox_with(&docker, Limits::default()).await;
+    for sandbox in [&listener, &other] {
+        sandbox.0.set_network(NetworkPolicy::Full).await.unwrap();
+    }
+    let serve = "nohup perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalPort => 8080, \
+                 Listen => 5, ReuseAddr => 1) or die; while ($c = $s->accept) { print $c \"hello\\n\"; \
+                 close $c }' >/dev/null 2>&1 &";
+    run(&listener, serve).await;
+    let address = stdout_of(&listener, "hostname -i").await.trim().to_string();
+    let knock = format!("for i in 1 2 3 4 5; do timeout 2 bash -c 'cat < /dev/tcp/{address}/8080' && exit 0; sleep 1; done; exit 1");
+    let own = run(&listener, &knock).await;
+    assert_eq!(own.exit_code, Some(0), "the listener answers: {own:?}");
+    assert_eq!(String::from_utf8_lossy(&own.stdout).trim(), "hello");
+    let across = run(&other, &knock.replace("1 2 3 4 5", "1")).await;
+    assert_ne!(
+        across.exit_code,
+        Some(0),
+        "another task reached it: {across:?}"
+    );
+}
+
 #[tokio::test]
 async fn runs_as_non_root_with_no_capabilities_and_nothing_mounted() {
     let Some(docker) = engine().await else { return };
@@ -402,37 +361,59 @@ async fn runs_as_non_root_with_no_capabilities_and_nothing_mounted() {
     assert_eq!(host.privileged, Some(false));
 }
 
+/// A sweep finds an installation's task containers by their labels, whatever node made them,
+/// and never another installation's.
 #[tokio::test]
-async fn orphaned_labelled_containers_are_removed() {
+async fn task_containers_are_found_by_installation_and_removed() {
     let Some(docker) = engine().await else { return };
-    let node = format!("orphan-test-{}", uuid::Uuid::now_v7().simple());
-    let orphan = Guard(
-        DockerSandbox::create(&docker, &spec(&node, Limits::default()))
+    let ours = format!("install-{}", uuid::Uuid::now_v7().simple());
+    let made = |installation: &str, node: &str| SandboxSpec {
+        installation: installation.to_string(),
+        ..spec(node, Limits::default())
+    };
+    let first_spec = made(&ours, "node-a");
+    let first = Guard(DockerSandbox::create(&docker, &first_spec).await.unwrap());
+    let second = Guard(
+        DockerSandbox::create(&docker, &made(&ours, "node-b"))
             .await
             .unwrap(),
     );
-    let live_spec = spec(&node, Limits::default());
-    let live = Guard(DockerSandbox::create(&docker, &live_spec).await.unwrap());
-    let is_live =
-        |task: &str, attempt: i64| task == live_spec.task_id && attempt == live_spec.attempt;
-    let removed = berth_sandbox::remove_orphans(&docker, &node, &is_live)
+    let theirs = Guard(
+        DockerSandbox::create(&docker, &made("another", "node-a"))
+            .await
+            .unwrap(),
+    );
+
+    let mut found = berth_sandbox::task_containers(&docker, &ours)
         .await
         .unwrap();
-    assert_eq!(removed, 1);
-    let gone = docker
+    found.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].id, first.0.id());
+    assert_eq!(found[0].task_id, first_spec.task_id);
+    assert_eq!(found[0].attempt, 1);
+    assert_eq!(found[1].id, second.0.id());
+
+    berth_sandbox::remove_container(&docker, first.0.id())
+        .await
+        .unwrap();
+    berth_sandbox::remove_container(&docker, first.0.id())
+        .await
+        .expect("removing one that is gone is fine");
+    let left = berth_sandbox::task_containers(&docker, &ours)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    let inspected = docker
         .inspect_container(
-            orphan.0.id(),
+            theirs.0.id(),
             None::<bollard::query_parameters::InspectContainerOptions>,
         )
         .await;
-    assert!(gone.is_err(), "the orphan is removed");
-    assert!(docker
-        .inspect_container(
-            live.0.id(),
-            None::<bollard::query_parameters::InspectContainerOptions>
-        )
-        .await
-        .is_ok());
+    assert!(
+        inspected.is_ok(),
+        "another installation's container is untouched"
+    );
 }
 
 #[tokio::test]

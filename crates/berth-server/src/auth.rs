@@ -1,13 +1,17 @@
-//! API tokens: how they are made, how they are stored (only a SHA-256 hash), and the extractor
-//! that turns `Authorization: Bearer …` into the caller.
+//! API tokens: how they are made, how they are stored (only a SHA-256 hash), and the extractors
+//! that turn `Authorization: Bearer …` (or a session cookie) into the caller, or into an admin.
+//! Handlers take them before anything else of the request, so that a caller without the right
+//! gets 401 or 403 whatever else is wrong with the request.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use berth_proto::{CreatedToken, UserId};
-use berth_store::{NewToken, Principal, Store};
+use berth_store::{Account, NewToken, Principal, Store};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -64,8 +68,16 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
-            // Browsers signed in with GitHub carry a session cookie instead.
+            // Browsers (the web app) carry a session cookie instead, which another site's page
+            // could make them send: such requests are refused before the cookie is read.
             let session = crate::accounts::sign_in_cookie(&parts.headers);
+            if session.is_some() && cross_site(&parts.headers) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cross_site_request",
+                    "a request from another site's page cannot use this site's session",
+                ));
+            }
             let principal = match session {
                 Some(session) => {
                     state
@@ -101,6 +113,45 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Whether the browser says the request comes from another site's page: by `Sec-Fetch-Site`
+/// where it sends one (every current browser), else by an `Origin` that is not this host.
+/// A request with neither is not a browser's cross-site request.
+pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            !origin_host.eq_ignore_ascii_case(host)
+        }
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// The caller, when an admin who is not disabled; 403 `forbidden` for anyone else signed in.
+pub struct Admin(pub Account);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match state.store.get_account(caller.user_id()).await? {
+            Some(account) if account.is_admin && account.disabled_at.is_none() => {
+                Ok(Admin(account))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this needs an admin",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +165,38 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(hash_token(&a), hash_token(&b));
         assert_eq!(hash_token(&a).len(), 64);
+    }
+
+    #[test]
+    fn requests_from_other_sites_are_told_apart() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, value.parse().unwrap());
+            }
+            map
+        };
+        let host = ("host", "berth.example:8080");
+        assert!(!cross_site(&headers(&[host])));
+        assert!(!cross_site(&headers(&[
+            host,
+            ("sec-fetch-site", "same-origin")
+        ])));
+        assert!(!cross_site(&headers(&[host, ("sec-fetch-site", "none")])));
+        assert!(cross_site(&headers(&[
+            host,
+            ("sec-fetch-site", "cross-site")
+        ])));
+        assert!(cross_site(&headers(&[
+            host,
+            ("sec-fetch-site", "same-site")
+        ])));
+        let same = ("origin", "https://berth.example:8080");
+        assert!(!cross_site(&headers(&[host, same])));
+        assert!(cross_site(&headers(&[
+            host,
+            ("origin", "https://evil.example")
+        ])));
+        assert!(cross_site(&headers(&[host, ("origin", "null")])));
     }
 }

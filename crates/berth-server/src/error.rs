@@ -60,6 +60,16 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// What went wrong, for a person.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The machine-readable code, such as `invalid_cursor`.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
 }
 
 impl From<StoreError> for ApiError {

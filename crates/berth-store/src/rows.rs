@@ -2,7 +2,8 @@
 //! PostgreSQL decode to the same Rust types, so one set of rows serves both.
 
 use berth_proto::{
-    Budget, Event, EventKind, Network, Resources, Task, TaskResult, TaskStatus, TokenInfo, Usage,
+    Agent, Budget, Event, EventKind, Network, Resources, Task, TaskResult, TaskStatus, TokenInfo,
+    Usage,
 };
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -17,7 +18,7 @@ macro_rules! task_columns {
         "id, owner_id, status, repo_url, git_ref, prompt, model, network, budget, timeout_secs, \
          open_pull_request, attempt, created_at, updated_at, started_at, finished_at, has_diff, \
          branch, pull_request_url, input_tokens, output_tokens, cache_write_tokens, \
-         cache_read_tokens, cost_usd, error, last_event_seq, request_hash, resources"
+         cache_read_tokens, cost_usd, error, last_event_seq, request_hash, resources, agent"
     };
 }
 pub(crate) use task_columns;
@@ -59,6 +60,7 @@ pub(crate) struct TaskRow {
     last_event_seq: i64,
     pub(crate) request_hash: Option<String>,
     resources: Json<Resources>,
+    agent: Option<String>,
 }
 
 impl TryFrom<TaskRow> for Task {
@@ -69,6 +71,13 @@ impl TryFrom<TaskRow> for Task {
             .ok_or_else(|| StoreError::Corrupt(format!("task status {:?}", row.status)))?;
         let network = Network::parse(&row.network)
             .ok_or_else(|| StoreError::Corrupt(format!("task network {:?}", row.network)))?;
+        let agent = match row.agent.as_deref() {
+            None => None,
+            Some(agent) => Some(
+                Agent::parse(agent)
+                    .ok_or_else(|| StoreError::Corrupt(format!("task agent {agent:?}")))?,
+            ),
+        };
         Ok(Task {
             id: row.id.into(),
             owner_id: row.owner_id.into(),
@@ -82,6 +91,7 @@ impl TryFrom<TaskRow> for Task {
             timeout_secs: row.timeout_secs.map(|secs| secs as u64),
             open_pull_request: row.open_pull_request,
             resources: row.resources.0,
+            agent,
             attempt: row.attempt,
             created_at: time(row.created_at),
             updated_at: time(row.updated_at),

@@ -26,6 +26,8 @@ pub enum Reply {
     },
     /// The events, then the connection ends without `message_stop`.
     Cut(Vec<(String, Value)>),
+    /// HTTP 200 with one JSON message, as the API answers a request that does not stream.
+    Message(Value),
     /// An HTTP error with an Anthropic error body.
     Status {
         status: u16,
@@ -74,6 +76,17 @@ impl Reply {
             events: turn_events(&blocks, stop_reason),
             chunk: 37,
         }
+    }
+
+    /// A whole message saying `text`, for a request that does not stream, with the same
+    /// token counts as a streamed turn.
+    pub fn message(text: &str) -> Reply {
+        Reply::Message(json!({
+            "id": format!("msg_{}", rand::random::<u32>()), "type": "message", "role": "assistant",
+            "model": "fake", "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 100, "output_tokens": 30,
+                      "cache_creation_input_tokens": 20, "cache_read_input_tokens": 50}}))
     }
 
     /// An `error` event after HTTP 200, once the message has started.
@@ -332,6 +345,7 @@ async fn messages(
         } => error(status, &kind, &message, retry_after),
         Reply::Events { events, chunk } => stream(events, chunk, Some(Box::new(sent))),
         Reply::Cut(events) => stream(events, 37, None),
+        Reply::Message(message) => Json(message).into_response(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! A git server on loopback speaking git's smart HTTP protocol, for clone, fetch and push:
 //! an axum front to the real `git http-backend`, run as CGI per request. It can demand a
-//! token (HTTP Basic, as GitHub takes `x-access-token:<token>`) and answers questions about
+//! token (HTTP Basic, as GitHub takes `x-access-token:<token>`), one fixed token or whichever
+//! a check accepts (a GitHub App's live installation tokens, say), and answers questions about
 //! its repositories for the tests' assertions.
 
 use std::path::{Path, PathBuf};
@@ -14,9 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::Engine;
 
+/// Whether a token may reach a repository: `(owner/name, token)`.
+type TokenCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
-    token: Option<String>,
+    tokens: Option<TokenCheck>,
     /// `(method, path and query, had an Authorization header)`
     requests: Vec<(String, String, bool)>,
     pushes: usize,
@@ -84,12 +88,20 @@ impl GitServer {
     /// `files`, by `Test <test@example.com>`, and HEAD on `main`; returns its clone URL.
     /// Anyone may push to it unless [`GitServer::require_token`] is called.
     pub fn create_repo(&self, path: &str, files: &[(&str, &str)]) -> String {
+        self.create_repo_with(path, |work| {
+            for (name, contents) in files {
+                let file = work.join(name);
+                std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+                std::fs::write(file, contents).expect("write");
+            }
+        })
+    }
+
+    /// Like [`GitServer::create_repo`], with the first commit's files made by `fill` in the
+    /// working directory it is given (large or binary files, say).
+    pub fn create_repo_with(&self, path: &str, fill: impl FnOnce(&Path)) -> String {
         let work = tempfile::tempdir().expect("a temporary directory");
-        for (name, contents) in files {
-            let file = work.path().join(name);
-            std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
-            std::fs::write(file, contents).expect("write");
-        }
+        fill(work.path());
         git(work.path(), &["init", "-q", "-b", "main"]);
         git(work.path(), &["add", "-A"]);
         git(work.path(), &["commit", "--allow-empty", "-qm", "initial"]);
@@ -107,7 +119,14 @@ impl GitServer {
 
     /// From now on, every request needs HTTP Basic with `token` as the user or the password.
     pub fn require_token(&self, token: &str) {
-        self.lock().token = Some(token.to_string());
+        let token = token.to_string();
+        self.accept_tokens(move |_, given| given == token);
+    }
+
+    /// From now on, every request needs HTTP Basic with a token (as the user or the password)
+    /// that `check(owner/name, token)` accepts for the repository asked.
+    pub fn accept_tokens(&self, check: impl Fn(&str, &str) -> bool + Send + Sync + 'static) {
+        self.lock().tokens = Some(Arc::new(check));
     }
 
     /// The commit `refs/heads/<branch>` points at.
@@ -180,11 +199,14 @@ fn output(dir: &Path, args: &[&str]) -> Option<String> {
     output_raw(dir, args).map(|text| text.trim().to_string())
 }
 
-/// Whether the request carries the token, if one is required.
-fn authorized(inner: &Inner, headers: &HeaderMap) -> bool {
-    let Some(token) = &inner.token else {
+/// Whether the request carries a token accepted for its repository, if one is required.
+fn authorized(inner: &Inner, uri: &Uri, headers: &HeaderMap) -> bool {
+    let Some(check) = &inner.tokens else {
         return true;
     };
+    // `/owner/name.git/info/refs` → `owner/name`
+    let path = uri.path().trim_start_matches('/');
+    let repository = path.split_once(".git/").map_or(path, |(repo, _)| repo);
     let Some(basic) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -197,7 +219,7 @@ fn authorized(inner: &Inner, headers: &HeaderMap) -> bool {
     };
     let decoded = String::from_utf8_lossy(&decoded);
     let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
-    user == token || password == token
+    check(repository, user) || check(repository, password)
 }
 
 async fn serve(
@@ -213,7 +235,7 @@ async fn serve(
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_default();
-        let ok = authorized(&inner, &headers);
+        let ok = authorized(&inner, &uri, &headers);
         inner.requests.push((
             method.to_string(),
             path,

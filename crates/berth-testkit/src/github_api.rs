@@ -1,5 +1,15 @@
-//! A fake of GitHub's REST API for pull requests, over real HTTP: create (with GitHub's 401,
-//! 403 without a User-Agent, and 422 answers) and list by head branch and state.
+//! A fake of GitHub's REST API, over real HTTP: pull requests (create, with GitHub's 401, 403
+//! without a User-Agent, and 422 answers, and list by head branch and state; read, their
+//! checks and merging in [`merging`]), and, once
+//! [`FakeGitHubApi::install_app`] is called, a GitHub App: JWT-authenticated installation
+//! tokens scoped to repositories that expire, issues and their comments, reactions, review
+//! comments, collaborator permissions and organisation members ([`app`], [`issues`]), and
+//! signed webhook deliveries of real shape ([`deliveries`]). Every request is recorded.
+
+pub mod app;
+pub mod deliveries;
+pub mod issues;
+pub mod merging;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +38,11 @@ pub struct PullRequest {
     pub base: String,
     pub draft: bool,
     pub html_url: String,
+    /// The head commit; a test moves it with [`FakeGitHubApi::push_to_pull`].
+    pub head_sha: String,
+    /// `None` while GitHub would still be computing it; tests set it.
+    pub mergeable: Option<bool>,
+    pub merged: bool,
 }
 
 /// One request as the fake received it, for asserting what a client sends.
@@ -43,17 +58,20 @@ pub struct ApiRequest {
 
 type BranchCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
-struct Inner {
+pub(crate) struct Inner {
     token: String,
     url: String,
     pulls: Vec<PullRequest>,
     requests: Vec<ApiRequest>,
     branch_exists: Option<BranchCheck>,
+    pub(crate) app: Option<app::AppSide>,
+    pub(crate) world: issues::World,
+    pub(crate) checks: merging::Checks,
 }
 
-type Shared = Arc<Mutex<Inner>>;
+pub(crate) type Shared = Arc<Mutex<Inner>>;
 
-fn lock(inner: &Shared) -> MutexGuard<'_, Inner> {
+pub(crate) fn lock(inner: &Shared) -> MutexGuard<'_, Inner> {
     inner.lock().expect("fake GitHub API lock")
 }
 
@@ -82,9 +100,15 @@ impl FakeGitHubApi {
             pulls: Vec::new(),
             requests: Vec::new(),
             branch_exists: None,
+            app: None,
+            world: issues::World::default(),
+            checks: merging::Checks::default(),
         }));
         let app = Router::new()
             .route("/repos/{owner}/{repo}/pulls", get(list).post(create))
+            .merge(app::routes())
+            .merge(issues::routes())
+            .merge(merging::routes())
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(inner.clone(), gate))
             .with_state(inner.clone());
@@ -116,7 +140,7 @@ impl FakeGitHubApi {
     }
 }
 
-fn message(status: StatusCode, body: Value) -> Response {
+pub(crate) fn message(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
@@ -149,8 +173,13 @@ async fn gate(State(inner): State<Shared>, request: Request, next: Next) -> Resp
     };
     let refusal = {
         let mut inner = lock(&inner);
+        let path = seen.path.clone();
         inner.requests.push(seen);
-        refused(&inner.token, headers)
+        match (inner.app.as_ref(), refused(&inner.token, headers)) {
+            (_, None) => None,
+            (Some(app), Some(refusal)) => app.refused(&path, headers).map(|_| refusal),
+            (None, refusal) => refusal,
+        }
     };
     match refusal {
         Some(refusal) => refusal,
@@ -192,18 +221,20 @@ fn branch_of(head: &str) -> &str {
     head.split_once(':').map_or(head, |(_, branch)| branch)
 }
 
-fn json_of(url: &str, pull: &PullRequest) -> Value {
+pub(crate) fn json_of(url: &str, pull: &PullRequest) -> Value {
     let owner = pull.repo.split('/').next().unwrap_or_default();
     json!({
         "id": pull.id,
         "number": pull.number,
-        "state": "open",
+        "state": if pull.merged { "closed" } else { "open" },
+        "merged": pull.merged,
+        "mergeable": if pull.merged { None } else { pull.mergeable },
         "draft": pull.draft,
         "title": pull.title,
         "body": pull.body,
         "html_url": pull.html_url,
         "url": format!("{url}/repos/{}/pulls/{}", pull.repo, pull.number),
-        "head": {"ref": pull.head, "label": format!("{owner}:{}", pull.head)},
+        "head": {"ref": pull.head, "label": format!("{owner}:{}", pull.head), "sha": pull.head_sha},
         "base": {"ref": pull.base},
     })
 }
@@ -250,7 +281,7 @@ async fn create(
         return validation_failed(json!([{"resource": "PullRequest", "code": "custom",
             "message": format!("A pull request already exists for {owner}:{branch}.")}]));
     }
-    let number = in_repository().count() as u64 + 1;
+    let number = in_repository().count() as u64 + inner.world.issues_in(&repository) + 1;
     let pull = PullRequest {
         id: inner.pulls.len() as u64 + 1,
         html_url: format!("{}/{repository}/pull/{number}", inner.url),
@@ -261,6 +292,9 @@ async fn create(
         head: branch,
         base,
         draft: body["draft"].as_bool().unwrap_or(false),
+        head_sha: merging::fake_sha(&format!("head of pull request {}", inner.pulls.len() + 1)),
+        mergeable: Some(true),
+        merged: false,
     };
     let answer = json_of(&inner.url, &pull);
     inner.pulls.push(pull);
@@ -272,10 +306,12 @@ async fn list(
     Path((owner, repo)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    // Pull requests here are never closed: `closed` finds none, `open` and `all` find all.
-    if query.get("state").is_some_and(|state| state == "closed") {
-        return message(StatusCode::OK, json!([]));
-    }
+    // Pull requests here close only by merging.
+    let wanted = |pull: &PullRequest| match query.get("state").map(String::as_str) {
+        Some("closed") => pull.merged,
+        Some("all") => true,
+        _ => !pull.merged,
+    };
     let inner = lock(&inner);
     let repository = format!("{owner}/{repo}");
     let head = query.get("head").map(|head| branch_of(head));
@@ -283,7 +319,7 @@ async fn list(
         .pulls
         .iter()
         .filter(|pull| pull.repo == repository)
-        .filter(|pull| head.is_none_or(|head| pull.head == head))
+        .filter(|pull| head.is_none_or(|head| pull.head == head) && wanted(pull))
         .map(|pull| json_of(&inner.url, pull))
         .collect();
     message(StatusCode::OK, Value::Array(found))

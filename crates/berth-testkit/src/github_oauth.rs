@@ -1,7 +1,7 @@
 //! A fake GitHub for sign-in tests, served over real HTTP on port 0: the OAuth web flow
 //! (authorize is simulated by [`FakeGitHubOAuth::approve`], the token endpoint checks the code,
 //! the redirect URI and PKCE), the device flow (with `authorization_pending` and a scripted
-//! `slow_down`), `/user` and `/user/orgs`.
+//! `slow_down`), `/user`, `/user/orgs` and `/user/repos`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,8 @@ struct User {
     id: i64,
     login: String,
     orgs: Vec<String>,
+    /// Full names (`owner/name`) of the repositories the user may reach, most recent first.
+    repos: Vec<String>,
 }
 
 struct Grant {
@@ -93,7 +95,8 @@ impl FakeGitHubOAuth {
             .route("/login/oauth/access_token", post(access_token))
             .route("/login/device/code", post(device_code))
             .route("/user", get(user))
-            .route("/user/orgs", get(user_orgs));
+            .route("/user/orgs", get(user_orgs))
+            .route("/user/repos", get(user_repos));
         if let Some(root) = repositories {
             let state = inner.clone();
             app = app.fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
@@ -121,8 +124,21 @@ impl FakeGitHubOAuth {
                 id: github_id,
                 login: login.to_string(),
                 orgs: orgs.iter().map(|o| o.to_string()).collect(),
+                repos: Vec::new(),
             },
         );
+    }
+
+    /// The repositories `github_id` may reach (`owner/name`), most recently pushed first.
+    pub fn give_repositories(&self, github_id: i64, repos: &[&str]) {
+        if let Some(user) = self.lock().users.get_mut(&github_id) {
+            user.repos = repos.iter().map(|r| r.to_string()).collect();
+        }
+    }
+
+    /// Every token this fake issued stops working, as when a person revokes the OAuth app.
+    pub fn revoke_tokens(&self) {
+        self.lock().tokens.clear();
     }
 
     /// The user changes their login on GitHub; their id stays.
@@ -297,6 +313,26 @@ async fn user_orgs(State(inner): State<Shared>, headers: HeaderMap) -> Response 
         .map(|org| json!({ "login": org }))
         .collect();
     Json(json!(orgs)).into_response()
+}
+
+/// The caller's repositories as GitHub lists them (`sort=pushed`), with their clone URLs on
+/// this fake's host.
+async fn user_repos(State(inner): State<Shared>, headers: HeaderMap) -> Response {
+    let Some(found) = caller(&inner, &headers) else {
+        return (StatusCode::UNAUTHORIZED, "bad token").into_response();
+    };
+    let host = headers.get("host").and_then(|h| h.to_str().ok());
+    let host = host.unwrap_or("github.invalid");
+    let repos: Vec<_> = found
+        .repos
+        .iter()
+        .map(|name| {
+            json!({ "full_name": name, "private": true,
+                    "clone_url": format!("http://{host}/{name}.git"),
+                    "html_url": format!("http://{host}/{name}") })
+        })
+        .collect();
+    Json(json!(repos)).into_response()
 }
 
 /// A file of a served repository, for a caller with a token this fake issued.

@@ -1,6 +1,7 @@
 //! Stream fan-out: 1,000 WebSocket subscribers on one task — the time from an event being
 //! written to its arrival at each subscriber (p50/p99/max), and events per second delivered —
-//! and the resident memory of a `berth server` process holding 10,000 idle subscriptions.
+//! and the resident memory of a `berth server` process holding 10,000 idle subscriptions of
+//! one task, which then all receive the task's end when it is cancelled.
 //!
 //! `cargo bench -p berth --bench fanout` (loopback only; stops by itself).
 
@@ -8,8 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth_guard::AllowedHost;
 use berth_proto::{CreateTask, EventKind, StreamFrame, TaskStatus};
-use berth_server::{AppState, Config};
+use berth_server::{AppState, SandboxCeiling, Settings, Shared};
 use berth_store::{ClaimLimits, Fence, TaskEnd};
 use futures::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -32,21 +34,31 @@ fn raise_fd_limit() {
     rlimit::Resource::NOFILE.set(hard, hard).unwrap();
 }
 
+/// What `berth server` hands the API on its defaults; the bench needs no more.
+fn shared() -> Shared {
+    Shared {
+        git_allowed_hosts: vec![AllowedHost::parse("github.com").unwrap()],
+        github_web_url: "https://github.com".into(),
+        github_api_url: "https://api.github.com".into(),
+        server_github_token: false,
+        keyring: None,
+        sandbox_ceiling: SandboxCeiling {
+            memory_mb: 2048,
+            cpus: 1.0,
+            pids: 512,
+        },
+        github_app: None,
+    }
+}
+
 async fn latency_and_throughput() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        ..Config::default()
-    };
-    let store = berth_server::config::open_store(&config).await.unwrap();
+    let store = berth_store::open_sqlite(dir.path()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(berth_server::serve(
-        listener,
-        AppState::new(store.clone(), config),
-        std::future::pending(),
-    ));
+    let state = AppState::new(store.clone(), Settings::default(), shared());
+    let streams = state.streams.clone();
+    tokio::spawn(berth_server::serve(listener, state, std::future::pending()));
     let user = store.upsert_user("bench").await.unwrap();
     let token = berth_server::auth::issue_token(store.as_ref(), user.id, "bench")
         .await
@@ -57,6 +69,7 @@ async fn latency_and_throughput() {
         request: CreateTask::new("https://github.com/o/r", "fan out"),
         max_attempts: 3,
         idempotency: None,
+        github: None,
     };
     store.create_task(new).await.unwrap();
     let limits = ClaimLimits {
@@ -103,6 +116,9 @@ async fn latency_and_throughput() {
     for _ in 0..SUBSCRIBERS {
         ready_rx.recv().await.unwrap();
     }
+    // Each subscriber reads what it missed once as it joins; let those reads finish.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reads_before = streams.reads();
 
     let mut written = HashMap::new();
     for i in 0..PACED_EVENTS {
@@ -169,6 +185,13 @@ async fn latency_and_throughput() {
         "  delivered: {:.0} event-frames/s across subscribers ({:.0} events/s per subscriber)",
         delivered,
         delivered / SUBSCRIBERS as f64
+    );
+    let reads = streams.reads();
+    println!(
+        "  database reads for {} events: {} by the task's hub, {} by subscribers catching up",
+        PACED_EVENTS + BURST_EVENTS + 1,
+        reads.hubs - reads_before.hubs,
+        reads.catching_up - reads_before.catching_up
     );
 }
 
@@ -250,7 +273,51 @@ async fn idle_memory() {
         "  {:.1} KiB per idle subscription",
         (after - before) as f64 / IDLE_CONNECTIONS as f64
     );
-    drop(sockets);
+
+    // All of them still work: cancelling the task reaches every one as its last event.
+    let sockets = std::mem::take(&mut *sockets.lock().await);
+    let cancelled_at = Instant::now();
+    client.cancel_task(task.id).await.unwrap();
+    let readers = sockets.into_iter().map(|mut socket| {
+        tokio::spawn(async move {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        if let StreamFrame::End { .. } = serde_json::from_str(&text).unwrap() {
+                            return Ok(Instant::now());
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        return Err(frame.map_or("closed without a code".to_string(), |f| {
+                            format!("closed with {} {}", u16::from(f.code), f.reason)
+                        }))
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => return Err(format!("failed: {err}")),
+                    None => return Err("ended without a close".to_string()),
+                }
+            }
+        })
+    });
+    let mut arrivals = Vec::new();
+    let mut other_ends = std::collections::BTreeMap::<String, usize>::new();
+    for ended in futures::future::join_all(readers).await {
+        match ended.unwrap() {
+            Ok(at) => arrivals.push(at.duration_since(cancelled_at)),
+            Err(how) => *other_ends.entry(how).or_default() += 1,
+        }
+    }
+    for (how, count) in &other_ends {
+        println!("  {count} streams did not get their end frame: {how}");
+    }
+    arrivals.sort();
+    println!(
+        "  a cancel reached {} of {IDLE_CONNECTIONS} as their end: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+        arrivals.len(),
+        ms(pct(&arrivals, 50)),
+        ms(pct(&arrivals, 99)),
+        ms(*arrivals.last().unwrap())
+    );
     let _ = server.kill().await;
 }
 

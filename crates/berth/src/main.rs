@@ -1,15 +1,23 @@
-//! The `berth` binary: command-line parsing and wiring; the work happens in the library crates.
+//! The `berth` binary: command-line parsing, configuration and wiring; the work happens in the
+//! library crates.
 
 mod agent;
+mod claude_code;
 mod cli;
+mod config;
+mod doctor;
+mod logging;
+mod metrics;
 mod runner;
 mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth_server::{Config, Overrides, Secret};
+use berth_proto::Secret;
 use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +56,20 @@ enum Command {
     Keys(KeysCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
+    /// Check Docker, the sandbox image, the database, the keys, GitHub and the model API, and
+    /// say how to fix what fails (exit status 1).
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Copy the SQLite database to a new file, consistently, while the server runs (see
+    /// docs/operations.md for restoring it).
+    Backup {
+        /// The copy to write; it must not exist yet.
+        path: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Print the OpenAPI document of the HTTP API.
     Openapi {
         /// Write it to this file instead of standard output.
@@ -64,6 +86,10 @@ enum ImageCommand {
         /// Build it again even if it exists.
         #[arg(long)]
         force: bool,
+        /// Then build `berth-sandbox-claude-code` on it, with the Claude Code CLI taken from
+        /// this `claude-agent-sdk` wheel (Linux x86_64, from PyPI), for `agent = "claude-code"`.
+        #[arg(long, value_name = "WHEEL")]
+        with_claude_code: Option<std::path::PathBuf>,
     },
 }
 
@@ -111,19 +137,31 @@ struct ConfigArgs {
 }
 
 impl ConfigArgs {
+    /// The settings, with the logger set up as they say.
     fn load(&self) -> anyhow::Result<Config> {
         let overrides = Overrides {
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone().map(Secret::new),
         };
-        Ok(Config::load(self.config.as_deref(), &overrides)?)
+        let config = Config::load(self.config.as_deref(), &overrides)?;
+        logging::init(config.operations.log_format);
+        Ok(config)
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if !matches!(
+        cli.command,
+        Command::Server { .. }
+            | Command::Runner { .. }
+            | Command::Token(_)
+            | Command::Keys(_)
+            | Command::Backup { .. }
+    ) {
+        logging::init(config::LogFormat::Text);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("the Tokio runtime starts");
     match runtime.block_on(run(cli)) {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -138,12 +176,19 @@ async fn run(cli: Cli) -> anyhow::Result<cli::Exit> {
     if let Command::Client(command) = cli.command {
         return cli::run(command).await;
     }
+    if let Command::Doctor { config } = cli.command {
+        return match doctor::run(config.load()).await {
+            true => Ok(cli::Exit::Success),
+            // Status 1, as for a task that failed: something needs fixing.
+            false => Ok(cli::Exit::TaskFailed),
+        };
+    }
     run_role(cli.command).await.map(|()| cli::Exit::Success)
 }
 
 async fn run_role(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Client(_) => unreachable!("handled by run"),
+        Command::Client(_) | Command::Doctor { .. } => unreachable!("handled by run"),
         Command::Server { no_runner, config } => server::run(config.load()?, !no_runner).await,
         Command::Runner { config } => server::run_runner(config.load()?).await,
         Command::Token(TokenCommand::Create { user, name, config }) => {
@@ -151,30 +196,41 @@ async fn run_role(command: Command) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Rotate { config }) => {
             let config = config.load()?;
-            let keyring = berth_server::accounts::Keyring::from_config(&config)
+            let keyring = config
+                .sealing
+                .keyring()
                 .map_err(anyhow::Error::msg)?
                 .ok_or_else(|| {
                     anyhow::anyhow!("encryption_key is not set: nothing to rotate to")
                 })?;
-            let store = berth_server::config::open_store(&config).await?;
-            let count = berth_server::accounts::rotate_keys(store.as_ref(), &keyring).await;
+            let store = config::open_store(&config.common).await?;
+            let count = berth_store::sealing::rotate_keys(store.as_ref(), &keyring).await;
             store.close().await;
             println!(
-                "re-sealed {} GitHub tokens under key {}",
+                "re-sealed {} GitHub tokens and setup secrets under key {}",
                 count?,
                 keyring.current_id()
             );
             Ok(())
         }
-        Command::Image(ImageCommand::Build { force }) => {
+        Command::Image(ImageCommand::Build {
+            force,
+            with_claude_code,
+        }) => {
             let docker = berth_sandbox::connect().await?;
             let mut progress = |line: &str| eprintln!("berth image: {line}");
             match force {
                 true => berth_sandbox::image::build_default_image(&docker, &mut progress).await?,
                 false => berth_sandbox::ensure_default_image(&docker, &mut progress).await?,
             }
+            if let Some(wheel) = with_claude_code {
+                let base = berth_sandbox::default_image();
+                let build = berth_sandbox::claude_code_image::build_claude_code_image;
+                build(&docker, &base, &wheel, &mut progress).await?;
+            }
             Ok(())
         }
+        Command::Backup { path, config } => server::backup(&config.load()?, &path).await,
         Command::Openapi { output } => {
             let document = berth_server::openapi::document_json();
             match output {
@@ -184,13 +240,4 @@ async fn run_role(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

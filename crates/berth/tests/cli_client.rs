@@ -245,3 +245,46 @@ async fn login_with_github_through_the_device_flow() {
     }
     assert!(terminate(&mut server).success());
 }
+
+/// A person who mistypes the server's address, or whose server is down, is told which.
+#[test]
+fn a_wrong_or_unreachable_server_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let cases = [
+        (
+            format!("127.0.0.1:{port}"),
+            "must start with http:// or https://",
+        ),
+        (
+            format!("http://127.0.0.1:{port}"),
+            "cannot reach the Berth server",
+        ),
+    ];
+    for (server, expected) in cases {
+        for args in [
+            &["tasks"][..],
+            &["show", "01a2346c-dcec-716c-ad87-323801c03bd9"],
+        ] {
+            let output = client(dir.path(), &dir.path().join("none"), args)
+                .env("BERTH_SERVER", &server)
+                .env("BERTH_TOKEN", "berth_x")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{args:?} {server}: {stderr}");
+            assert!(stderr.contains(expected), "{args:?} {server}: {stderr}");
+        }
+    }
+    let login = client(
+        dir.path(),
+        &dir.path().join("none"),
+        &["login", "--server", "localhost:7700", "--token", "x"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&login.stderr);
+    assert!(stderr.contains("http://localhost:7700"), "{stderr}");
+}

@@ -1,6 +1,5 @@
 //! The roles end to end, as processes on the real Docker engine: `berth server` runs a task
-//! to its diff; a `berth runner` killed with SIGKILL mid-task is replaced by another runner
-//! process, which finishes the task, and the dead runner's container is cleaned up.
+//! to its diff, refuses what it must, and logs plainly. Runners that die are crash.rs's.
 
 mod common;
 
@@ -9,7 +8,7 @@ use std::time::Duration;
 
 use berth_client::Client;
 use berth_proto::{CreateTask, EventKind, TaskStatus};
-use common::{berth, eventually, start_runner, start_server, terminate, token, GitRepo, Process};
+use common::{berth, eventually, start_server, terminate, token, GitRepo, Process};
 
 async fn wait_for(
     client: &Client,
@@ -23,14 +22,6 @@ async fn wait_for(
     )
     .await;
     client.get_task(id).await.unwrap()
-}
-
-fn containers_of(node: &str) -> usize {
-    let output = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=berth.node={node}")])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).lines().count()
 }
 
 /// `berth server` running `command` as each task, on data in `dir`, with alice's client.
@@ -71,6 +62,39 @@ async fn server_runs_a_task_to_its_diff() {
     assert!(terminate(&mut child).success());
 }
 
+/// Logs read as plain text off a terminal, and say how each attempt ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_plain_text_and_tell_each_attempts_end() {
+    let repo = GitRepo::serve(&[("README", "hello\n")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token(dir.path());
+    let log = dir.path().join("server.log");
+    let mut server = berth(dir.path());
+    server
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir", "state"])
+        .env("RUST_LOG", "info")
+        .env("BERTH_GIT_ALLOWED_HOSTS", &repo.allowed_host)
+        .env("BERTH_RUNNER_COMMAND", "exit 4")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (mut child, url, _) = start_server(server);
+    let client = Client::new(&url, Some(token)).unwrap();
+    let (task, _) = client
+        .create_task(&CreateTask::new(&repo.url, "fail"), None)
+        .await
+        .unwrap();
+    wait_for(&client, task.id, TaskStatus::Failed).await;
+    assert!(terminate(&mut child).success());
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\x1b'), "no colour codes in a file: {text}");
+    let ended = text
+        .lines()
+        .find(|line| line.contains("attempt ended") && line.contains(&task.id.to_string()))
+        .unwrap_or_else(|| panic!("the attempt's end is logged: {text}"));
+    assert!(ended.contains("outcome=\"failed\""), "{ended}");
+    assert!(ended.contains("exited with status 4"), "{ended}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_too_large_to_keep_fails_the_task() {
     let repo = GitRepo::serve(&[("README", "hello\n")]).await;
@@ -86,96 +110,6 @@ async fn a_change_too_large_to_keep_fails_the_task() {
     assert!(reason.contains("larger than the 64 MiB"), "{reason}");
     assert!(!task.result.has_diff, "no cut diff is stored");
     assert!(terminate(&mut child).success());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runner_killed_mid_task_is_replaced_by_another() {
-    let repo = GitRepo::serve(&[("README", "hello\n")]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let token = token(dir.path());
-    let suffix = uuid::Uuid::now_v7().simple().to_string();
-    let (doomed_node, other_node) = (
-        format!("doomed-{}", &suffix[20..]),
-        format!("other-{}", &suffix[20..]),
-    );
-    let shared = |command: &mut Command| {
-        command
-            .args(["--data-dir", "state"])
-            .env("BERTH_GIT_ALLOWED_HOSTS", &repo.allowed_host)
-            .env("BERTH_RUNNER_LEASE_SECS", "3")
-            .env("BERTH_RUNNER_COMMAND", "sleep 6; echo finished >> README");
-    };
-    let mut api = berth(dir.path());
-    api.args(["server", "--no-runner", "--listen", "127.0.0.1:0"]);
-    shared(&mut api);
-    let (mut api, url, _) = start_server(api);
-    let client = Client::new(&url, Some(token)).unwrap();
-
-    let mut doomed = berth(dir.path());
-    doomed
-        .arg("runner")
-        .env("BERTH_RUNNER_NODE_ID", &doomed_node);
-    shared(&mut doomed);
-    let mut doomed = start_runner(doomed);
-    let (task, _) = client
-        .create_task(&CreateTask::new(&repo.url, "slow work"), None)
-        .await
-        .unwrap();
-    wait_for(&client, task.id, TaskStatus::Running).await;
-    eventually(
-        Duration::from_secs(60),
-        "the doomed runner's container",
-        || async { containers_of(&doomed_node) == 1 },
-    )
-    .await;
-    doomed.kill().unwrap();
-    doomed.wait().unwrap();
-
-    let mut other = berth(dir.path());
-    other.arg("runner").env("BERTH_RUNNER_NODE_ID", &other_node);
-    shared(&mut other);
-    let mut other = start_runner(other);
-    let done = wait_for(&client, task.id, TaskStatus::Succeeded).await;
-    assert_eq!(done.attempt, 2, "the second attempt finished it");
-    let diff = String::from_utf8(client.get_diff(task.id).await.unwrap()).unwrap();
-    assert_eq!(diff.matches("+finished").count(), 1, "{diff}");
-
-    let events = client.list_events(task.id, 0, None).await.unwrap().events;
-    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=events.len() as i64).collect::<Vec<_>>(),
-        "no gaps, no repeats"
-    );
-    let statuses: Vec<String> = events
-        .iter()
-        .filter(|e| e.kind == EventKind::Status)
-        .map(|e| format!("{}@{}", e.payload["status"].as_str().unwrap(), e.attempt))
-        .collect();
-    assert_eq!(
-        statuses,
-        [
-            "queued@0",
-            "running@1",
-            "queued@1",
-            "running@2",
-            "succeeded@2"
-        ]
-    );
-
-    // The dead runner's node, back again, removes what it left behind.
-    assert_eq!(containers_of(&doomed_node), 1);
-    let mut back = berth(dir.path());
-    back.arg("runner").env("BERTH_RUNNER_NODE_ID", &doomed_node);
-    shared(&mut back);
-    let mut back = start_runner(back);
-    eventually(Duration::from_secs(30), "the orphan removed", || async {
-        containers_of(&doomed_node) == 0
-    })
-    .await;
-    assert!(terminate(&mut back).success());
-    assert!(terminate(&mut other).success());
-    assert!(terminate(&mut api).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,6 +150,7 @@ async fn the_runner_refuses_a_host_that_resolves_inside() {
         request: CreateTask::new(&inside, "clone from inside"),
         max_attempts: 3,
         idempotency: None,
+        github: None,
     };
     let task = store.create_task(new).await.unwrap().task;
     let failed = wait_for(&client, task.id, TaskStatus::Failed).await;

@@ -26,7 +26,7 @@ fn until_stopped() -> std::sync::Arc<impl berth_runner::Executor> {
 }
 
 async fn cancelling_a_running_task_stops_it(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let owner = store.upsert_user("alice").await.unwrap().id;
     let runner = RunningRunner::start(quick_config("node"), db.open().await, until_stopped());
@@ -55,7 +55,7 @@ async fn cancelling_a_running_task_stops_it(backend: Backend) {
 }
 
 async fn cancelling_a_task_whose_runner_died_still_ends_it(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let owner = store.upsert_user("alice").await.unwrap().id;
     let task = enqueue(store.as_ref(), owner, "orphan", None).await;
@@ -81,7 +81,7 @@ async fn cancelling_a_task_whose_runner_died_still_ends_it(backend: Backend) {
 }
 
 async fn a_task_past_its_timeout_ends_timed_out_with_its_work(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let owner = store.upsert_user("alice").await.unwrap().id;
     let runner = RunningRunner::start(quick_config("node"), db.open().await, until_stopped());

@@ -23,7 +23,7 @@ async fn ten_thousand_tasks_complete_exactly_once(backend: Backend) {
     } else {
         4
     };
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let mut users = Vec::new();
     for n in 0..10 {
@@ -53,7 +53,7 @@ async fn ten_thousand_tasks_complete_exactly_once(backend: Backend) {
         // On PostgreSQL each runner has its own pool, as separate machines would; on SQLite
         // they share the process's one writer, as runners on one machine do. The lease is
         // long so that a loaded CI machine tests claims, not heartbeat latency.
-        let node_store = match db.url {
+        let node_store = match db.db.url {
             Some(_) => db.open().await,
             None => store.clone(),
         };
@@ -104,7 +104,7 @@ async fn ten_thousand_tasks_complete_exactly_once(backend: Backend) {
 }
 
 async fn concurrent_claims_never_take_one_task_twice(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let owner = store.upsert_user("alice").await.unwrap().id;
     for n in 0..200 {
@@ -137,7 +137,7 @@ async fn concurrent_claims_never_take_one_task_twice(backend: Backend) {
 }
 
 async fn a_zombie_runner_is_fenced_off(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let owner = store.upsert_user("alice").await.unwrap().id;
     let task = enqueue(store.as_ref(), owner, "contested", None).await;

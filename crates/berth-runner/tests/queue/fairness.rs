@@ -15,7 +15,7 @@ on_both_backends!(
 );
 
 async fn one_users_backlog_does_not_starve_another(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let alice = store.upsert_user("alice").await.unwrap().id;
     let bob = store.upsert_user("bob").await.unwrap().id;
@@ -54,7 +54,7 @@ async fn one_users_backlog_does_not_starve_another(backend: Backend) {
 }
 
 async fn per_user_limit_caps_concurrency(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let alice = store.upsert_user("alice").await.unwrap().id;
     for n in 0..6 {

@@ -12,33 +12,13 @@ use berth_store::{NewTask, Store};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-#[derive(Clone, Debug)]
-pub enum Backend {
-    Sqlite,
-    Postgres(String),
-}
-
-impl Backend {
-    pub fn postgres() -> Option<Backend> {
-        match std::env::var("BERTH_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("BERTH_TEST_DATABASE_URL is not set; run the tests with scripts/test")
-            }
-            _ => {
-                eprintln!(
-                    "skipped: BERTH_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL)"
-                );
-                None
-            }
-        }
-    }
-}
+pub use berth_testkit::db::Backend;
+use berth_testkit::db::TestDb;
+pub use berth_testkit::eventually;
 
 /// A fresh database; `open` may be called again for a second connection (another "node").
-pub struct TestDb {
-    pub url: Option<String>,
-    pub dir: tempfile::TempDir,
+pub struct TestStore {
+    pub db: TestDb,
 }
 
 /// Runner warnings go to the test's output, so a failure says what the runner saw.
@@ -49,36 +29,20 @@ fn show_warnings() {
         .try_init();
 }
 
-impl TestDb {
+impl TestStore {
     pub async fn new(backend: Backend) -> Self {
         show_warnings();
-        let dir = tempfile::tempdir().unwrap();
-        let url = match &backend {
-            Backend::Sqlite => None,
-            Backend::Postgres(admin) => Some(create_database(admin).await),
-        };
-        Self { url, dir }
+        Self {
+            db: TestDb::new(&backend).await,
+        }
     }
 
     pub async fn open(&self) -> Arc<dyn Store> {
-        match &self.url {
-            None => berth_store::open_sqlite(self.dir.path()).await.unwrap(),
+        match &self.db.url {
+            None => berth_store::open_sqlite(&self.db.data_dir()).await.unwrap(),
             Some(url) => berth_store::open_url(url).await.unwrap(),
         }
     }
-}
-
-async fn create_database(admin_url: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("berth_test_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let mut url = url::Url::parse(admin_url).unwrap();
-    url.set_path(&name);
-    url.to_string()
 }
 
 pub async fn enqueue(
@@ -94,6 +58,7 @@ pub async fn enqueue(
         request,
         max_attempts: 3,
         idempotency: None,
+        github: None,
     };
     store.create_task(new).await.unwrap().task
 }
@@ -144,22 +109,6 @@ impl RunningRunner {
     }
 }
 
-/// Polls until `check` holds, failing after `limit` (a guard against hangs, not a timing goal).
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 pub async fn status_of(store: &dyn Store, owner: UserId, id: TaskId) -> TaskStatus {
     store.get_task(owner, id).await.unwrap().unwrap().status
 }
@@ -195,27 +144,4 @@ where
     }
 }
 
-/// Runs each named test on SQLite and on PostgreSQL.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::harness::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(backend) = crate::harness::Backend::postgres() {
-                        super::$name(backend).await
-                    }
-                }
-            )*
-        }
-    };
-}
-pub(crate) use on_both_backends;
+pub(crate) use berth_testkit::on_both_backends;

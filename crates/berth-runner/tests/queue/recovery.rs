@@ -14,7 +14,7 @@ on_both_backends!(
 );
 
 async fn a_poison_task_fails_after_its_attempts(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let owner = store.upsert_user("alice").await.unwrap().id;
     let executor = Scripted::new(|_task, _ctx| async {
@@ -43,7 +43,7 @@ async fn a_poison_task_fails_after_its_attempts(backend: Backend) {
 }
 
 async fn a_draining_runner_hands_tasks_back(backend: Backend) {
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let owner = store.upsert_user("alice").await.unwrap().id;
     let stubborn = Scripted::new(|_task, ctx: berth_runner::Context| async move {
@@ -94,13 +94,13 @@ async fn claims_go_on_after_the_listen_connection_is_killed() {
     let Some(backend) = Backend::postgres() else {
         return;
     };
-    let db = TestDb::new(backend).await;
+    let db = TestStore::new(backend).await;
     let store = db.open().await;
     let owner = store.upsert_user("alice").await.unwrap().id;
     let executor = Scripted::new(|_task, _ctx| async { Outcome::succeeded(None) });
     let runner = RunningRunner::start(quick_config("node"), db.open().await, executor.clone());
 
-    let mut admin = sqlx::PgConnection::connect(db.url.as_ref().unwrap())
+    let mut admin = sqlx::PgConnection::connect(db.db.url.as_ref().unwrap())
         .await
         .unwrap();
     let killed: Vec<bool> = sqlx::query_scalar(

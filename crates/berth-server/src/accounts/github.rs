@@ -1,11 +1,12 @@
 //! The calls Berth makes to GitHub (or GitHub Enterprise, or the tests' fake): exchanging a
-//! code or device code for a token, and asking who the token belongs to.
+//! code or device code for a token, asking who the token belongs to, and which repositories
+//! it reaches.
 
 use serde::Deserialize;
 
 use berth_store::GithubIdentity;
 
-use crate::Config;
+use crate::{Settings, Shared};
 
 pub struct GitHub {
     http: reqwest::Client,
@@ -40,6 +41,16 @@ struct GithubUser {
     login: String,
 }
 
+/// One repository the signed-in user may reach on GitHub, as the new-task form offers it.
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+pub struct GithubRepository {
+    /// `owner/name`.
+    pub full_name: String,
+    /// The URL to clone it with, which a task's `repo_url` takes.
+    pub clone_url: String,
+    pub private: bool,
+}
+
 #[derive(Deserialize)]
 struct GithubOrg {
     login: String,
@@ -48,18 +59,19 @@ struct GithubOrg {
 pub const SCOPES: &str = "read:user read:org repo";
 
 impl GitHub {
-    pub fn from_config(config: &Config) -> Option<Self> {
-        let client_id = config.github_client_id.clone()?;
+    /// The client of the configured OAuth app; `None` when sign-in is off.
+    pub fn new(settings: &Settings, shared: &Shared) -> Option<Self> {
+        let client_id = settings.github_client_id.clone()?;
         Some(Self {
             http: reqwest::Client::builder()
                 .user_agent("berth")
                 .timeout(std::time::Duration::from_secs(20))
                 .build()
                 .ok()?,
-            web: config.github_web_url.trim_end_matches('/').to_string(),
-            api: config.github_api_url.trim_end_matches('/').to_string(),
+            web: shared.github_web_url.trim_end_matches('/').to_string(),
+            api: shared.github_api_url.trim_end_matches('/').to_string(),
             client_id,
-            client_secret: config
+            client_secret: settings
                 .github_client_secret
                 .as_ref()
                 .map(|s| s.expose().to_string()),
@@ -160,5 +172,11 @@ impl GitHub {
     pub async fn org_logins(&self, token: &str) -> anyhow::Result<Vec<String>> {
         let orgs: Vec<GithubOrg> = self.get(token, "/user/orgs?per_page=100").await?;
         Ok(orgs.into_iter().map(|org| org.login).collect())
+    }
+
+    /// The token's repositories, most recently pushed first (one page of 100).
+    pub async fn repositories(&self, token: &str) -> anyhow::Result<Vec<GithubRepository>> {
+        self.get(token, "/user/repos?sort=pushed&per_page=100")
+            .await
     }
 }

@@ -1,14 +1,20 @@
 //! What both sign-in flows share: deciding who may sign in, remembering the user and their
 //! sealed GitHub token, and the web session cookie.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use berth_store::Account;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use utoipa::openapi::RefOr;
 
-use super::{audit, github::GitHub, limits::TooManyRequests};
+use super::{audit, github::GitHub, rate_limits::TooManyRequests};
 use crate::auth::hash_token;
 use crate::error::ApiError;
 use crate::AppState;
@@ -28,7 +34,7 @@ pub fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-pub fn github(state: &AppState) -> Result<&GitHub, ApiError> {
+pub fn github(state: &AppState) -> Result<&Arc<GitHub>, ApiError> {
     state.accounts.github.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -36,6 +42,30 @@ pub fn github(state: &AppState) -> Result<&GitHub, ApiError> {
             "GitHub sign-in is not configured on this server (github_client_id)",
         )
     })
+}
+
+/// GitHub sign-in, for the handlers of its endpoints. Taken before anything else of the
+/// request, so that where sign-in is off its endpoints answer 404 `sign_in_disabled` whatever
+/// the request holds, as routes that are not there.
+pub struct SignIn(pub Arc<GitHub>);
+
+impl FromRequestParts<AppState> for SignIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        github(state).cloned().map(SignIn)
+    }
+}
+
+/// In the OpenAPI document, the sign-in endpoints list what this extractor answers.
+impl utoipa::IntoResponses for SignIn {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let off = crate::openapi::error_response(
+            "404",
+            "`sign_in_disabled`: GitHub sign-in is not configured on this server",
+        );
+        BTreeMap::from([("404".to_string(), RefOr::T(off))])
+    }
 }
 
 pub enum SignInError {
@@ -84,19 +114,19 @@ pub async fn finish(
             what: "sign-in attempts",
         }));
     }
-    let config = &state.config;
-    if !config.allowed_logins.is_empty() || !config.allowed_orgs.is_empty() {
-        let login_listed = config
+    let settings = &state.settings;
+    if !settings.allowed_logins.is_empty() || !settings.allowed_orgs.is_empty() {
+        let login_listed = settings
             .allowed_logins
             .iter()
             .any(|login| login.eq_ignore_ascii_case(&identity.login));
-        let org_listed = !config.allowed_orgs.is_empty() && {
+        let org_listed = !settings.allowed_orgs.is_empty() && {
             let orgs = github
                 .org_logins(access_token)
                 .await
                 .map_err(ApiError::internal)?;
             orgs.iter().any(|org| {
-                config
+                settings
                     .allowed_orgs
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(org))
@@ -121,7 +151,7 @@ pub async fn finish(
     }
     let account = state
         .store
-        .upsert_github_user(&identity, config.first_user_admin)
+        .upsert_github_user(&identity, settings.first_user_admin)
         .await
         .map_err(ApiError::from)?;
     if account.disabled_at.is_some() {
@@ -132,7 +162,7 @@ pub async fn finish(
         .into());
     }
     let keyring =
-        state.accounts.keyring.as_ref().ok_or_else(|| {
+        state.shared.keyring.as_ref().ok_or_else(|| {
             ApiError::internal(anyhow::anyhow!("encryption_key is not configured"))
         })?;
     state
@@ -158,7 +188,7 @@ pub async fn start_session(
     secure: bool,
 ) -> Result<String, ApiError> {
     let session = random_string();
-    let ttl = state.config.session_ttl_secs;
+    let ttl = state.settings.session_ttl_secs;
     state
         .store
         .insert_session(account.id, &hash_token(&session), (ttl * 1000) as i64)
@@ -185,7 +215,7 @@ pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Where people reach the server, for the OAuth callback, and whether it is over TLS.
 pub fn public_base(state: &AppState, headers: &HeaderMap) -> (String, bool) {
-    if let Some(url) = &state.config.public_url {
+    if let Some(url) = &state.settings.public_url {
         let url = url.trim_end_matches('/').to_string();
         let secure = url.starts_with("https://");
         return (url, secure);

@@ -27,7 +27,11 @@ async fn healthz() -> Json<Health> {
 /// The database answers.
 #[utoipa::path(
     get, path = "/readyz", tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = ErrorBody))
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "`database_unavailable`: the database does not answer",
+            body = ErrorBody),
+    )
 )]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     match state.store.ping().await {

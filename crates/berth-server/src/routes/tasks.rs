@@ -1,29 +1,26 @@
-//! `/v1/tasks`: create, list, read and cancel tasks, and read their event logs and diffs.
+//! `/v1/tasks`: create, list, read and cancel tasks, read their event logs and diffs, and send
+//! follow-ups. What a request must satisfy is checked in `task_validation`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use berth_agent::publish::repository_on;
 use berth_proto::{CreateTask, ErrorBody, EventPage, FollowUp, Task, TaskId, TaskPage, TaskStatus};
 use berth_store::{NewFollowUp, NewTask, TaskQuery};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::idempotency::{idempotency_key, request_hash};
+use crate::pagination::{
+    decode_cursor, encode_cursor, page_size, DEFAULT_EVENT_PAGE, DEFAULT_PAGE, MAX_EVENT_PAGE,
+    MAX_PAGE,
+};
+use crate::task_validation::{check_github_token, check_prompt, validate};
 use crate::AppState;
-
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
-const DEFAULT_EVENT_PAGE: i64 = 500;
-const MAX_EVENT_PAGE: i64 = 1000;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,16 +35,24 @@ pub fn router() -> Router<AppState> {
 /// Create a task. With an `Idempotency-Key`, a retry returns the task the first request made.
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "tasks", request_body = CreateTask,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255,
         description = "Any unique string up to 255 characters; a retry with the same key \
                        returns the same task")),
     responses(
-        (status = 201, description = "Task created", body = Task),
+        (status = 201, description = "Task created", body = Task,
+            headers(("Location" = String, description = "The task's URL"))),
         (status = 200, description = "Task created earlier with the same Idempotency-Key", body = Task),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or revoked token", body = ErrorBody),
-        (status = 413, description = "Body or prompt over the limit", body = ErrorBody),
-        (status = 422, description = "Invalid field", body = ErrorBody),
+        (status = 400, description = INVALID_IDEMPOTENCY_KEY, body = ErrorBody),
+        (status = 413, description = "`prompt_too_large`: the prompt is over max_prompt_bytes",
+            body = ErrorBody),
+        (status = 422, description = "`invalid_repo_url`: not a git URL on an allowed host; \
+            `invalid_prompt`, `invalid_field`, `invalid_timeout`, `invalid_budget`, \
+            `invalid_resources`: a field's value is not allowed (the message says which); \
+            `idempotency_key_reused`: the Idempotency-Key was used for another request; \
+            `no_github_token`: open_pull_request with no GitHub token to push with",
+            body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many tasks created; wait Retry-After seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security(("bearer" = []))
 )]
@@ -55,9 +60,9 @@ async fn create_task(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<CreateTask>,
+    ApiJson(mut request): ApiJson<CreateTask>,
 ) -> ApiResult<Response> {
-    validate(&state, &request)?;
+    validate(&state.settings, &state.shared, &mut request)?;
     if request.open_pull_request {
         check_github_token(&state, caller.user_id()).await?;
     }
@@ -67,8 +72,9 @@ async fn create_task(
         .create_task(NewTask {
             owner_id: caller.user_id(),
             request,
-            max_attempts: state.config.max_attempts,
+            max_attempts: state.settings.max_attempts,
             idempotency,
+            github: None,
         })
         .await?;
     let status = if created.created {
@@ -80,150 +86,8 @@ async fn create_task(
     Ok((status, [(header::LOCATION, location)], Json(created.task)).into_response())
 }
 
-fn check_prompt(state: &AppState, prompt: &str) -> ApiResult<()> {
-    if prompt.trim().is_empty() {
-        return Err(ApiError::unprocessable("invalid_prompt", "prompt is empty"));
-    }
-    let limit = state.config.max_prompt_bytes;
-    if prompt.len() > limit {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "prompt_too_large",
-            format!(
-                "prompt is {} bytes; this server accepts at most {limit} (max_prompt_bytes)",
-                prompt.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn validate(state: &AppState, request: &CreateTask) -> ApiResult<()> {
-    let config = &state.config;
-    check_prompt(state, &request.prompt)?;
-    crate::accounts::repo_host::check_syntax(&request.repo_url, &config.allowed_hosts())
-        .map_err(|message| ApiError::unprocessable("invalid_repo_url", message))?;
-    if let Some(git_ref) = &request.git_ref {
-        check_name("ref", git_ref)?;
-    }
-    if let Some(model) = &request.model {
-        check_name("model", model)?;
-    }
-    if let Some(secs) = request.timeout_secs {
-        if secs == 0 || secs > config.max_timeout_secs {
-            return Err(ApiError::unprocessable(
-                "invalid_timeout",
-                format!(
-                    "timeout_secs must be between 1 and {}",
-                    config.max_timeout_secs
-                ),
-            ));
-        }
-    }
-    check_resources(config, &request.resources)?;
-    let web = &config.github_web_url;
-    if request.open_pull_request && repository_on(web, &request.repo_url).is_none() {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            format!(
-                "open_pull_request needs the https URL of a repository on {web} \
-                 ({web}/OWNER/NAME); other repositories end with their diff"
-            ),
-        ));
-    }
-    let budget = &request.budget;
-    if budget.max_turns == Some(0)
-        || budget.max_tokens == Some(0)
-        || budget
-            .max_usd
-            .is_some_and(|usd| !usd.is_finite() || usd <= 0.0)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_budget",
-            "budget limits must be above zero (leave a limit out to have none)",
-        ));
-    }
-    Ok(())
-}
-
-/// A pull request is pushed and opened with the owner's GitHub token or the server's: refuse
-/// the task now rather than fail it once its work is done.
-async fn check_github_token(state: &AppState, owner: berth_proto::UserId) -> ApiResult<()> {
-    if state.config.github_token.is_some() || state.store.get_github_token(owner).await?.is_some() {
-        return Ok(());
-    }
-    Err(ApiError::unprocessable(
-        "no_github_token",
-        "open_pull_request needs a GitHub token: sign in with GitHub (berth login --github), \
-         or ask the server's operator to set github_token",
-    ))
-}
-
-/// Per-task sandbox limits may be lower than the server's, never higher.
-fn check_resources(config: &crate::Config, asked: &berth_proto::Resources) -> ApiResult<()> {
-    let refuse = |what: String| Err(ApiError::unprocessable("invalid_resources", what));
-    if let Some(memory) = asked.memory_mb {
-        if !(64..=config.sandbox_memory_mb).contains(&memory) {
-            return refuse(format!(
-                "resources.memory_mb must be 64 to {}",
-                config.sandbox_memory_mb
-            ));
-        }
-    }
-    if let Some(cpus) = asked.cpus {
-        if !(cpus.is_finite() && cpus >= 0.1 && cpus <= config.sandbox_cpus) {
-            return refuse(format!(
-                "resources.cpus must be 0.1 to {}",
-                config.sandbox_cpus
-            ));
-        }
-    }
-    if let Some(pids) = asked.pids {
-        if !(16..=config.sandbox_pids).contains(&pids) {
-            return refuse(format!(
-                "resources.pids must be 16 to {}",
-                config.sandbox_pids
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A git ref or a model name: short, printable, and never option-like.
-fn check_name(field: &str, value: &str) -> ApiResult<()> {
-    let bad = value.is_empty()
-        || value.len() > 255
-        || value.starts_with('-')
-        || value.chars().any(|c| c.is_whitespace() || c.is_control());
-    if bad {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            format!("{field} must be 1 to 255 printable characters without spaces, not starting with '-'"),
-        ));
-    }
-    Ok(())
-}
-
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value.to_str().unwrap_or_default().trim();
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        ));
-    }
-    Ok(Some(key.to_string()))
-}
-
-/// Identifies the request a key was first used for, so a reused key is told apart from a retry.
-fn request_hash(request: &impl serde::Serialize) -> String {
-    let canonical = serde_json::to_vec(request).unwrap_or_default();
-    let digest = Sha256::digest(canonical);
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
-}
+const INVALID_IDEMPOTENCY_KEY: &str =
+    "`invalid_idempotency_key`: the Idempotency-Key is empty or over 255 characters";
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -233,6 +97,7 @@ struct ListQuery {
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -241,8 +106,8 @@ struct ListQuery {
     get, path = "/v1/tasks", tag = "tasks", params(ListQuery),
     responses(
         (status = 200, body = TaskPage),
-        (status = 400, description = "Bad status, cursor or limit", body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        (status = 400, description = "`invalid_status`: no such state; `invalid_cursor`: not a \
+            cursor this server gave out; `invalid_limit`: limit out of range", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -283,40 +148,11 @@ async fn list_tasks(
     Ok(Json(TaskPage { tasks, next_cursor }))
 }
 
-fn page_size(asked: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
-    match asked {
-        None => Ok(default),
-        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be between 1 and {max}"),
-        )),
-    }
-}
-
-fn encode_cursor(id: TaskId) -> String {
-    URL_SAFE_NO_PAD.encode(id.0.as_bytes())
-}
-
-fn decode_cursor(cursor: &str) -> ApiResult<TaskId> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
-        .map(TaskId)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "cursor is not one this server gave out; start again without it",
-            )
-        })
-}
-
 /// One task of the caller's.
 #[utoipa::path(
     get, path = "/v1/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = Task), (status = 404, body = ErrorBody)),
+    params(("id" = TaskId, Path, description = "Task id")),
+    responses((status = 200, body = Task)),
     security(("bearer" = []))
 )]
 async fn get_task(
@@ -332,11 +168,11 @@ async fn get_task(
 /// runner has stopped it. Cancelling a cancelled task again is harmless.
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
+    params(("id" = TaskId, Path, description = "Task id")),
     responses(
         (status = 200, body = Task),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "The task had already ended otherwise", body = ErrorBody),
+        (status = 409, description = "`task_finished`: the task had already ended otherwise",
+            body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -364,19 +200,21 @@ async fn cancel_task(
 #[into_params(parameter_in = Query)]
 struct EventsQuery {
     /// Sequence number of the last event already seen (0 for the start).
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Page size, 1 to 1000 (default 500).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
 /// A page of the task's event log.
 #[utoipa::path(
     get, path = "/v1/tasks/{id}/events", tag = "tasks",
-    params(("id" = String, Path, description = "Task id"), EventsQuery),
+    params(("id" = TaskId, Path, description = "Task id"), EventsQuery),
     responses(
         (status = 200, body = EventPage),
-        (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 400, description = "`invalid_after`: after is below 0; `invalid_limit`: \
+            limit out of range", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -410,10 +248,10 @@ async fn list_events(
 /// The change the task made, as a binary-safe git diff.
 #[utoipa::path(
     get, path = "/v1/tasks/{id}/diff", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
+    params(("id" = TaskId, Path, description = "Task id")),
     responses(
         (status = 200, content_type = "text/x-diff", body = String),
-        (status = 404, description = "No such task, or no diff yet", body = ErrorBody),
+        (status = 404, description = "`no_diff`: the task has no diff (yet)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -444,18 +282,24 @@ async fn get_diff(
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/messages", tag = "tasks", request_body = FollowUp,
     params(
-        ("id" = String, Path, description = "Task id"),
-        ("Idempotency-Key" = Option<String>, Header,
+        ("id" = TaskId, Path, description = "Task id"),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255,
             description = "Any unique string up to 255 characters; a retry with the same key \
                            queues nothing and returns the task as it is now"),
     ),
     responses(
-        (status = 202, description = "Queued again", body = Task),
-        (status = 200, description = "Queued earlier by a follow-up with the same Idempotency-Key", body = Task),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "The task has not ended yet", body = ErrorBody),
-        (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 202, description = "Queued again", body = Task,
+            headers(("Berth-Follow-Up-Seq" = i64, description = "The sequence number of this follow-up's first event (its queued status), the same on a retry: follow from after = value - 1 to see all of it"))),
+        (status = 200, description = "Queued earlier by a follow-up with the same Idempotency-Key", body = Task,
+            headers(("Berth-Follow-Up-Seq" = i64, description = "The sequence number of this follow-up's first event (its queued status), the same on a retry: follow from after = value - 1 to see all of it"))),
+        (status = 400, description = INVALID_IDEMPOTENCY_KEY, body = ErrorBody),
+        (status = 409, description = "`task_not_finished`: the task has not ended yet",
+            body = ErrorBody),
+        (status = 413, description = "`prompt_too_large`: the prompt is over max_prompt_bytes",
+            body = ErrorBody),
+        (status = 422, description = "`invalid_prompt`: the prompt is empty; \
+            `idempotency_key_reused`: the Idempotency-Key was used for another prompt",
+            body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -465,12 +309,12 @@ async fn follow_up(
     ApiPath(id): ApiPath<TaskId>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<FollowUp>,
-) -> ApiResult<(StatusCode, Json<Task>)> {
-    check_prompt(&state, &request.prompt)?;
+) -> ApiResult<Response> {
+    check_prompt(&state.settings, &request.prompt)?;
     let idempotency = idempotency_key(&headers)?.map(|key| (key, request_hash(&request)));
     let follow_up = NewFollowUp {
         prompt: request.prompt,
-        max_attempts: state.config.max_attempts,
+        max_attempts: state.settings.max_attempts,
         idempotency,
     };
     let queued = state
@@ -482,5 +326,15 @@ async fn follow_up(
         true => StatusCode::ACCEPTED,
         false => StatusCode::OK,
     };
-    Ok((status, Json(queued.task)))
+    let mut response = (status, Json(queued.task)).into_response();
+    if let Some(seq) = queued.first_seq {
+        response
+            .headers_mut()
+            .insert(FOLLOW_UP_SEQ_HEADER, HeaderValue::from(seq));
+    }
+    Ok(response)
 }
+
+/// Where a follow-up's events begin, so that a client whose first answer was lost still
+/// follows from there, not from wherever the task has got to since.
+const FOLLOW_UP_SEQ_HEADER: &str = "berth-follow-up-seq";

@@ -21,7 +21,7 @@ pub fn router() -> Router<AppState> {
 /// Who the token belongs to.
 #[utoipa::path(
     get, path = "/v1/me", tag = "tokens",
-    responses((status = 200, body = Me), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = Me)),
     security(("bearer" = []))
 )]
 async fn me(caller: Caller) -> Json<Me> {
@@ -34,7 +34,7 @@ async fn me(caller: Caller) -> Json<Me> {
 /// The caller's tokens, revoked ones included; never the secrets.
 #[utoipa::path(
     get, path = "/v1/tokens", tag = "tokens",
-    responses((status = 200, body = TokenList), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = TokenList)),
     security(("bearer" = []))
 )]
 async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<TokenList>> {
@@ -47,8 +47,8 @@ async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult
     post, path = "/v1/tokens", tag = "tokens", request_body = CreateToken,
     responses(
         (status = 201, body = CreatedToken),
-        (status = 401, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 422, description = "`invalid_name`: the name is empty or over 100 characters",
+            body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -73,8 +73,8 @@ async fn create_token(
 /// Revoke one of the caller's tokens; it stops working at once.
 #[utoipa::path(
     delete, path = "/v1/tokens/{id}", tag = "tokens",
-    params(("id" = String, Path, description = "Token id (not the secret)")),
-    responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody)),
+    params(("id" = TokenId, Path, description = "Token id (not the secret)")),
+    responses((status = 200, body = TokenInfo)),
     security(("bearer" = []))
 )]
 async fn revoke_token(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use berth_client::Client;
-use berth_proto::{CreateTask, TaskStatus};
+use berth_proto::{CreateTask, Secret, TaskStatus};
 use berth_testkit::github_oauth::{FakeGitHubOAuth, CLIENT_ID, CLIENT_SECRET};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
@@ -30,12 +30,16 @@ pub fn test_key(byte: u8) -> String {
 /// A database whose server signs in with the fake GitHub.
 pub async fn github_database(backend: &Backend, fake: &FakeGitHubOAuth) -> TestDatabase {
     let mut db = TestDatabase::new(backend).await;
-    db.config.github_client_id = Some(CLIENT_ID.into());
-    db.config.github_client_secret = Some(berth_server::Secret::new(CLIENT_SECRET));
-    db.config.github_web_url = fake.url.clone();
-    db.config.github_api_url = fake.url.clone();
-    db.config.encryption_key = Some(berth_server::Secret::new(test_key(1)));
-    db.config.validate().expect("valid configuration");
+    db.settings.github_client_id = Some(CLIENT_ID.into());
+    db.settings.github_client_secret = Some(Secret::new(CLIENT_SECRET));
+    db.shared.github_web_url = fake.url.clone();
+    db.shared.github_api_url = fake.url.clone();
+    let keys = berth_store::sealing::Settings {
+        encryption_key: Some(Secret::new(test_key(1))),
+        ..Default::default()
+    };
+    db.shared.keyring = keys.keyring().unwrap();
+    db.settings.validate().expect("valid configuration");
     db
 }
 
@@ -179,8 +183,8 @@ async fn web_sign_in_sets_a_session_cookie(backend: Backend) {
 
     // Served over TLS (public_url https), the cookie is Secure; a session expires.
     let mut db = db;
-    db.config.public_url = Some("https://berth.example".into());
-    db.config.session_ttl_secs = 60;
+    db.settings.public_url = Some("https://berth.example".into());
+    db.settings.session_ttl_secs = 60;
     let server = TestServer::start(&db).await;
     let (answer, _, _) = browser_round_trip(&server, &fake, 101).await;
     let cookies = set_cookies(&answer);
@@ -279,8 +283,8 @@ async fn allow_list_refuses_others(backend: Backend) {
     fake.add_user(2, "bob", &["acme"]);
     fake.add_user(3, "carol", &["other"]);
     let mut db = github_database(&backend, &fake).await;
-    db.config.allowed_logins = vec!["alice".into()];
-    db.config.allowed_orgs = vec!["ACME".into()];
+    db.settings.allowed_logins = vec!["alice".into()];
+    db.settings.allowed_orgs = vec!["ACME".into()];
     let server = TestServer::start(&db).await;
 
     web_sign_in(&server, &fake, 1).await;

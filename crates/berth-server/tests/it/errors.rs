@@ -168,6 +168,14 @@ async fn repo_urls_outside_the_allowed_hosts_are_refused(backend: Backend) {
         "ssh://-oProxyCommand=id/x",
         "git://github.com/o/r",
         "https://github.com",
+        // Read as github.com by a WHATWG parser, as another host by git and curl.
+        "https://github.com\\@10.0.0.5:8443/x.git",
+        "https://github.com@10.0.0.5:8443/x.git",
+        "https://github.com#@10.0.0.5/x.git",
+        "https://git%68ub.com/o/r",
+        "https://github.com./o/r",
+        "https://github.com/o/r ",
+        "git@github.com:22:o/r",
     ] {
         assert_refused(
             &alice,
@@ -180,13 +188,36 @@ async fn repo_urls_outside_the_allowed_hosts_are_refused(backend: Backend) {
     // The host the harness lists as http:// may be used over plain HTTP; the others may not.
     let request = CreateTask::new("http://127.0.0.1:9/repo.git", "x");
     alice.create_task(&request, None).await.unwrap();
-    for url in ["git@github.com:o/r.git", "ssh://git@github.com/o/r.git"] {
-        alice
+    // What is stored, and used from then on, is the normalised URL.
+    for (url, stored) in [
+        ("git@github.com:o/r.git", "ssh://git@github.com/o/r.git"),
+        (
+            "ssh://git@github.com/o/r.git",
+            "ssh://git@github.com/o/r.git",
+        ),
+        (
+            "HTTPS://GitHub.com/Owner/Repo",
+            "https://github.com/Owner/Repo",
+        ),
+    ] {
+        let (task, _) = alice
             .create_task(&CreateTask::new(url, "x"), None)
             .await
             .unwrap();
+        assert_eq!(task.repo_url, stored);
+        assert_eq!(alice.get_task(task.id).await.unwrap().repo_url, stored);
     }
-    assert_eq!(task_count(&alice).await, 3);
+    // A form that is not plain is refused with the form to write instead.
+    let err = alice
+        .create_task(&CreateTask::new("https://github.com:443/o/r", "x"), None)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("write it as https://github.com/o/r"),
+        "{message}"
+    );
+    assert_eq!(task_count(&alice).await, 4);
     server.stop().await;
 }
 
@@ -343,7 +374,7 @@ async fn pull_requests_need_a_github_repository_and_a_token(backend: Backend) {
 
     // The server's own token serves everyone.
     let mut db = db;
-    db.config.github_token = Some(berth_server::Secret::new("ghp_server".to_string()));
+    db.shared.server_github_token = true;
     let server = TestServer::start(&db).await;
     let bob = server.user("bob").await;
     bob.create_task(&github_repo, None).await.unwrap();

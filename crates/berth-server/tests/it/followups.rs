@@ -1,5 +1,6 @@
 //! Follow-ups on finished tasks, and the transcript and usage a runner writes, fenced.
 
+use berth_client::FollowUpQueued;
 use berth_proto::{CreateTask, TaskStatus, Usage};
 use berth_store::{StoreError, TaskEnd};
 use reqwest::StatusCode;
@@ -54,7 +55,11 @@ async fn follow_up_requeues_a_finished_task(backend: Backend) {
     );
     let empty = alice.follow_up(task.id, "  ", None).await.unwrap_err();
     assert_eq!(empty.code(), Some("invalid_prompt"));
-    let (again, queued) = alice
+    let FollowUpQueued {
+        task: again,
+        created: queued,
+        ..
+    } = alice
         .follow_up(task.id, "now add tests", None)
         .await
         .unwrap();
@@ -103,14 +108,27 @@ async fn a_retried_follow_up_is_queued_once(backend: Backend) {
     let alice = server.user("alice").await;
     let task = finished_task(&server, &alice).await;
 
-    let (queued, fresh) = alice
+    let first = alice
         .follow_up(task.id, "add tests", Some("reply-1"))
         .await
         .unwrap();
+    let (queued, fresh) = (first.task, first.created);
     assert!(fresh, "the first one answers 202");
+    let starts_at = first
+        .first_seq
+        .expect("the answer says where the follow-up begins");
+    let events = alice
+        .list_events(task.id, starts_at - 1, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(events.events[0].payload["reason"], "follow-up");
     assert_eq!(queued.status, TaskStatus::Queued);
     // The retry comes while the follow-up waits: it is answered, not refused as a conflict.
-    let (again, fresh) = alice
+    let FollowUpQueued {
+        task: again,
+        created: fresh,
+        ..
+    } = alice
         .follow_up(task.id, "add tests", Some("reply-1"))
         .await
         .unwrap();
@@ -129,13 +147,20 @@ async fn a_retried_follow_up_is_queued_once(backend: Backend) {
     );
     assert_eq!(follow_up_events(&alice, task.id).await, 1);
 
-    // Once the follow-up has run, a late retry still does not queue it again.
+    // Once the follow-up has run, a late retry still does not queue it again, and still says
+    // where the follow-up's events begin: a watcher misses none of them.
     run_to_the_end(&server).await;
-    let (late, fresh) = alice
+    let retried = alice
         .follow_up(task.id, "add tests", Some("reply-1"))
         .await
         .unwrap();
+    let (late, fresh) = (retried.task, retried.created);
     assert!(!fresh);
+    assert_eq!(retried.first_seq, Some(starts_at));
+    assert!(
+        late.last_event_seq > starts_at,
+        "the task moved on meanwhile"
+    );
     assert_eq!(late.status, TaskStatus::Succeeded);
     assert_eq!(follow_up_events(&alice, task.id).await, 1);
 
@@ -146,7 +171,11 @@ async fn a_retried_follow_up_is_queued_once(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(hidden.status(), Some(StatusCode::NOT_FOUND));
-    let (_, fresh) = alice
+    let FollowUpQueued {
+        task: _,
+        created: fresh,
+        ..
+    } = alice
         .follow_up(task.id, "and docs", Some("reply-2"))
         .await
         .unwrap();
@@ -162,7 +191,11 @@ async fn a_follow_up_whose_answer_is_lost_is_queued_once(backend: Backend) {
     let task = finished_task(&server, &alice).await;
 
     let (proxy, flaky) = through_lossy_network(&server, &alice, 1).await;
-    let (queued, fresh) = flaky
+    let FollowUpQueued {
+        task: queued,
+        created: fresh,
+        ..
+    } = flaky
         .follow_up(task.id, "add tests", Some("reply-1"))
         .await
         .unwrap();

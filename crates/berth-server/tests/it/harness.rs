@@ -1,107 +1,93 @@
-//! Starts the real server on port 0 over a fresh database: a SQLite file in a temporary
-//! directory, or a new database on the PostgreSQL server named by `BERTH_TEST_DATABASE_URL`.
+//! Starts the real server on port 0 over a fresh database from the test kit: a SQLite file
+//! in a temporary directory, or a new database on the PostgreSQL server of the test run.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_client::Client;
-use berth_server::{AppState, Config, Secret};
+use berth_guard::AllowedHost;
+use berth_server::{AppState, SandboxCeiling, Settings, Shared};
 use berth_store::Store;
+pub use berth_testkit::db::{Backend, TestDb};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Which database a test runs on.
-#[derive(Clone, Debug)]
-pub enum Backend {
-    Sqlite,
-    /// The URL of a server on which the test may create databases.
-    Postgres(String),
-}
-
-impl Backend {
-    /// The PostgreSQL backend, or `None` (with a message) when no server is configured.
-    /// On CI a missing server is a failure, never a silent skip.
-    pub fn postgres() -> Option<Backend> {
-        match std::env::var("BERTH_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("BERTH_TEST_DATABASE_URL is not set; run the tests with scripts/test")
-            }
-            _ => {
-                eprintln!(
-                    "skipped: BERTH_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL)"
-                );
-                None
-            }
-        }
-    }
-}
-
-/// A place to keep a test's data: survives a server restart within the test.
+/// A place to keep a test's data, and how the server over it is set up: survives a server
+/// restart within the test.
 pub struct TestDatabase {
-    pub config: Config,
-    _dir: tempfile::TempDir,
+    pub settings: Settings,
+    /// What the binary would hand the API from the settings it shares with the runner.
+    pub shared: Shared,
+    listen: SocketAddr,
+    db: TestDb,
 }
 
 impl TestDatabase {
     pub async fn new(backend: &Backend) -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            git_allowed_hosts: vec!["github.com".into(), "http://127.0.0.1:9".into()],
-            ..Config::default()
+        let db = TestDb::new(backend).await;
+        let shared = Shared {
+            git_allowed_hosts: ["github.com", "http://127.0.0.1:9"]
+                .into_iter()
+                .map(|host| AllowedHost::parse(host).unwrap())
+                .collect(),
+            github_web_url: "https://github.com".into(),
+            github_api_url: "https://api.github.com".into(),
+            server_github_token: false,
+            keyring: None,
+            sandbox_ceiling: SandboxCeiling {
+                memory_mb: 2048,
+                cpus: 1.0,
+                pids: 512,
+            },
+            github_app: None,
         };
-        if let Backend::Postgres(admin_url) = backend {
-            config.database_url = Some(Secret::new(create_database(admin_url).await));
+        Self {
+            settings: Settings::default(),
+            shared,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            db,
         }
-        Self { config, _dir: dir }
     }
 
     /// The same database, for a server that must listen at `address` (a restart in place).
-    pub fn listening_at(mut self, address: std::net::SocketAddr) -> Self {
-        self.config.listen = address;
+    pub fn listening_at(mut self, address: SocketAddr) -> Self {
+        self.listen = address;
         self
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.config.data_dir.clone()
+        self.db.data_dir()
     }
-}
 
-/// Creates an empty database for one test and returns its URL.
-async fn create_database(admin_url: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("berth_test_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(admin_url)
-        .await
-        .expect("PostgreSQL answers");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let mut url = url::Url::parse(admin_url).expect("BERTH_TEST_DATABASE_URL is a URL");
-    url.set_path(&name);
-    url.to_string()
+    /// Opens the store, as `berth` does for the database it is configured with.
+    pub async fn open_store(&self) -> Arc<dyn Store> {
+        match &self.db.url {
+            Some(url) => berth_store::open_url(url).await,
+            None => berth_store::open_sqlite(&self.db.data_dir()).await,
+        }
+        .expect("store opens")
+    }
 }
 
 /// A running server.
 pub struct TestServer {
     pub base_url: String,
     pub store: Arc<dyn Store>,
+    /// The server's stream hubs, to count what they read.
+    pub streams: Arc<berth_server::Streams>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestServer {
     pub async fn start(db: &TestDatabase) -> Self {
-        let store = berth_server::config::open_store(&db.config)
-            .await
-            .expect("store opens");
-        let listener = TcpListener::bind(db.config.listen).await.unwrap();
+        let store = db.open_store().await;
+        let listener = TcpListener::bind(db.listen).await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(store.clone(), db.config.clone());
+        let state = AppState::new(store.clone(), db.settings.clone(), db.shared.clone());
+        let streams = state.streams.clone();
         let (shutdown, signal) = oneshot::channel::<()>();
         let handle = tokio::spawn(berth_server::serve(listener, state, async {
             let _ = signal.await;
@@ -109,6 +95,7 @@ impl TestServer {
         Self {
             base_url,
             store,
+            streams,
             shutdown: Some(shutdown),
             handle: Some(handle),
         }
@@ -123,6 +110,25 @@ impl TestServer {
     pub async fn user(&self, name: &str) -> Client {
         let user = self.store.upsert_user(name).await.unwrap();
         let created = berth_server::auth::issue_token(self.store.as_ref(), user.id, "test")
+            .await
+            .unwrap();
+        Client::new(&self.base_url, Some(created.token)).unwrap()
+    }
+
+    /// The first user of an empty database, an admin as GitHub sign-in makes one, and a
+    /// client with a token of theirs. Call it before any other user is made.
+    pub async fn admin(&self, login: &str) -> Client {
+        let identity = berth_store::GithubIdentity {
+            github_id: 1,
+            login: login.into(),
+        };
+        let account = self
+            .store
+            .upsert_github_user(&identity, true)
+            .await
+            .unwrap();
+        assert!(account.is_admin, "admin() is called on an empty database");
+        let created = berth_server::auth::issue_token(self.store.as_ref(), account.id, "test")
             .await
             .unwrap();
         Client::new(&self.base_url, Some(created.token)).unwrap()
@@ -161,28 +167,4 @@ impl TestServer {
     }
 }
 
-/// Runs each named test once on SQLite and once on PostgreSQL. Each test is an
-/// `async fn(Backend)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::harness::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(backend) = crate::harness::Backend::postgres() {
-                        super::$name(backend).await
-                    }
-                }
-            )*
-        }
-    };
-}
-pub(crate) use on_both_backends;
+pub(crate) use berth_testkit::on_both_backends;

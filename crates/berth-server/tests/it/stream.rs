@@ -24,11 +24,11 @@ on_both_backends!(
     the_task_list_stream_carries_status_changes,
 );
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A task moved to `running`, so events can be appended to it as a runner would.
-async fn running_task(server: &TestServer, client: &Client) -> (TaskId, Fence) {
+pub(crate) async fn running_task(server: &TestServer, client: &Client) -> (TaskId, Fence) {
     let (task, _) = client
         .create_task(
             &CreateTask::new("https://github.com/o/r", "stream me"),
@@ -41,7 +41,7 @@ async fn running_task(server: &TestServer, client: &Client) -> (TaskId, Fence) {
     (task.id, fence)
 }
 
-async fn append(store: &dyn Store, fence: Fence, n: usize) {
+pub(crate) async fn append(store: &dyn Store, fence: Fence, n: usize) {
     for i in 0..n {
         let payload = serde_json::json!({ "text": format!("line {i}") });
         store
@@ -51,7 +51,7 @@ async fn append(store: &dyn Store, fence: Fence, n: usize) {
     }
 }
 
-async fn finish(store: &dyn Store, fence: Fence) {
+pub(crate) async fn finish(store: &dyn Store, fence: Fence) {
     let end = TaskEnd {
         status: TaskStatus::Succeeded,
         reason: None,
@@ -62,7 +62,7 @@ async fn finish(store: &dyn Store, fence: Fence) {
     store.finish_task(fence, end).await.unwrap();
 }
 
-async fn connect(base: &str, path: &str, token: Option<&str>) -> Socket {
+pub(crate) async fn connect(base: &str, path: &str, token: Option<&str>) -> Socket {
     let url = format!("{}{path}", base.replace("http://", "ws://"));
     let mut request = url.into_client_request().unwrap();
     if let Some(token) = token {
@@ -77,7 +77,7 @@ async fn connect(base: &str, path: &str, token: Option<&str>) -> Socket {
 }
 
 /// The next frame, or the close code once the server closes.
-async fn next(socket: &mut Socket) -> Result<StreamFrame, u16> {
+pub(crate) async fn next(socket: &mut Socket) -> Result<StreamFrame, u16> {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
             .await
@@ -94,7 +94,7 @@ async fn next(socket: &mut Socket) -> Result<StreamFrame, u16> {
 }
 
 /// Reads events until the end; returns their sequence numbers and the close code.
-async fn read_to_end(socket: &mut Socket) -> (Vec<i64>, u16) {
+pub(crate) async fn read_to_end(socket: &mut Socket) -> (Vec<i64>, u16) {
     let mut seqs = Vec::new();
     loop {
         match next(socket).await {
@@ -184,8 +184,8 @@ async fn subscribers_joining_during_writes_see_every_event_once(backend: Backend
 
 async fn a_slow_reader_is_told_to_resume_and_then_catches_up(backend: Backend) {
     let mut db = TestDatabase::new(&backend).await;
-    db.config.stream_buffer_frames = 8;
-    db.config.stream_stall_secs = 1;
+    db.settings.stream_buffer_frames = 8;
+    db.settings.stream_stall_secs = 1;
     let server = TestServer::start(&db).await;
     let alice = server.user("alice").await;
     let (id, fence) = running_task(&server, &alice).await;
@@ -239,7 +239,9 @@ async fn a_slow_reader_is_told_to_resume_and_then_catches_up(backend: Backend) {
 }
 
 /// Reads an SSE response until it ends: (id, event type, data) of each event.
-async fn read_sse(response: reqwest::Response) -> Vec<(Option<String>, String, serde_json::Value)> {
+pub(crate) async fn read_sse(
+    response: reqwest::Response,
+) -> Vec<(Option<String>, String, serde_json::Value)> {
     let text = tokio::time::timeout(Duration::from_secs(30), response.text())
         .await
         .unwrap()
@@ -297,7 +299,7 @@ async fn sse_resumes_from_last_event_id(backend: Backend) {
     server.stop().await;
 }
 
-async fn ticket(client: &Client) -> StreamTicket {
+pub(crate) async fn ticket(client: &Client) -> StreamTicket {
     let response = client
         .request(reqwest::Method::POST, "/v1/stream-tickets")
         .unwrap()
@@ -311,7 +313,7 @@ async fn ticket(client: &Client) -> StreamTicket {
 
 async fn tickets_are_single_use_and_expire(backend: Backend) {
     let mut db = TestDatabase::new(&backend).await;
-    db.config.stream_ticket_ttl_secs = 1;
+    db.settings.stream_ticket_ttl_secs = 1;
     let server = TestServer::start(&db).await;
     let alice = server.user("alice").await;
     let (id, fence) = running_task(&server, &alice).await;

@@ -11,6 +11,7 @@ on_both_backends!(
     cancel_queued_task_ends_it_at_once,
     events_page_after_a_sequence_number,
     health_and_readiness,
+    a_task_naming_no_network_gets_the_servers_default,
 );
 
 fn sample(prompt: &str) -> CreateTask {
@@ -25,7 +26,7 @@ async fn create_then_read_back(backend: Backend) {
     let mut request = sample("add a README");
     request.git_ref = Some("main".into());
     request.model = Some("claude-sonnet-4-5".into());
-    request.network = Network::Full;
+    request.network = Some(Network::Full);
     request.budget = Budget {
         max_turns: Some(20),
         max_tokens: Some(100_000),
@@ -37,6 +38,7 @@ async fn create_then_read_back(backend: Backend) {
         cpus: Some(0.5),
         pids: Some(128),
     };
+    request.agent = Some(berth_proto::Agent::ClaudeCode);
     let (task, created) = alice.create_task(&request, None).await.unwrap();
     assert!(created);
     assert_eq!(task.status, TaskStatus::Queued);
@@ -46,6 +48,7 @@ async fn create_then_read_back(backend: Backend) {
     assert_eq!(task.budget.max_usd, Some(2.5));
     assert_eq!(task.timeout_secs, Some(600));
     assert_eq!(task.resources.memory_mb, Some(512));
+    assert_eq!(task.agent, Some(berth_proto::Agent::ClaudeCode));
     assert_eq!(task.attempt, 0);
     assert_eq!(task.last_event_seq, 1);
 
@@ -55,6 +58,39 @@ async fn create_then_read_back(backend: Backend) {
     assert_eq!(me.name, "alice");
     assert_eq!(task.owner_id, me.user_id);
     server.stop().await;
+}
+
+async fn a_task_naming_no_network_gets_the_servers_default(backend: Backend) {
+    let mut db = TestDatabase::new(&backend).await;
+    let none = TestServer::start(&db).await;
+    let task = none
+        .user("alice")
+        .await
+        .create_task(&sample("a"), None)
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(task.network, Network::None, "the default denies");
+    none.stop().await;
+
+    db.settings.default_network = Network::Allowlist;
+    db.settings.validate().unwrap();
+    let allowlist = TestServer::start(&db).await;
+    let alice = allowlist.user("alice").await;
+    let task = alice.create_task(&sample("b"), None).await.unwrap().0;
+    assert_eq!(task.network, Network::Allowlist);
+    let mut asked = sample("c");
+    asked.network = Some(Network::None);
+    let task = alice.create_task(&asked, None).await.unwrap().0;
+    assert_eq!(task.network, Network::None, "a task may ask for less");
+    allowlist.stop().await;
+
+    db.settings.default_network = Network::Full;
+    let err = db.settings.validate().unwrap_err();
+    assert!(
+        err.contains("default_network must be none or allowlist"),
+        "{err}"
+    );
 }
 
 async fn list_is_newest_first_and_filters_by_status(backend: Backend) {

@@ -1,17 +1,19 @@
 //! The command-line client: `login`, `submit`, `reply`, `watch`, `tasks`, `show`, `cancel`, `diff`,
+//! `env`, `secret`,
 //! all over the public HTTP API through `berth-client`.
 //!
 //! Exit status: 0 success (the task succeeded), 1 the task failed or timed out, 2 an error
 //! (usage, authentication, network), 3 the task was cancelled.
 
+mod environments;
 mod login;
 mod render;
 
 use std::io::{IsTerminal, Read, Write};
 
 use anyhow::Context;
-use berth_client::{Client, ListTasks};
-use berth_proto::{Budget, CreateTask, Network, StreamFrame, TaskId, TaskStatus};
+use berth_client::{Client, Followed, ListTasks};
+use berth_proto::{Agent, Budget, CreateTask, Network, StreamFrame, TaskId, TaskStatus};
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
@@ -40,15 +42,19 @@ pub enum ClientCommand {
         /// Branch, tag or commit to start from.
         #[arg(long = "ref")]
         git_ref: Option<String>,
-        /// Network for the agent: none (default) or full.
-        #[arg(long, default_value = "none")]
-        network: String,
+        /// Network for the agent: none, full, or allowlist (the server's allowed domains);
+        /// the server's default_network when absent.
+        #[arg(long)]
+        network: Option<String>,
         /// Open a pull request when it succeeds.
         #[arg(long)]
         pr: bool,
         /// The model; the server's default when absent.
         #[arg(long)]
         model: Option<String>,
+        /// `berth` or `claude-code`; the server's `agent` setting when absent.
+        #[arg(long)]
+        agent: Option<String>,
         /// Most model turns.
         #[arg(long)]
         max_turns: Option<u32>,
@@ -106,6 +112,12 @@ pub enum ClientCommand {
     },
     /// Print a task's diff.
     Diff { id: TaskId },
+    /// A repository's prepared environments: list, show with the setup's log, rebuild.
+    #[command(subcommand)]
+    Env(environments::EnvCommand),
+    /// Setup secrets of your tasks on a repository: set (from standard input), list, remove.
+    #[command(subcommand)]
+    Secret(environments::SecretCommand),
 }
 
 #[derive(Args, Clone, Copy)]
@@ -160,14 +172,25 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<Exit> {
             network,
             pr,
             model,
+            agent,
             max_turns,
             max_tokens,
             max_usd,
             watch,
             output,
         } => {
-            let network = Network::parse(&network).context("--network must be none or full")?;
+            let agent = agent
+                .map(|agent| Agent::parse(&agent).context("--agent must be berth or claude-code"))
+                .transpose()?;
+            let network = match network {
+                Some(network) => Some(
+                    Network::parse(&network)
+                        .context("--network must be none, full or allowlist")?,
+                ),
+                None => None,
+            };
             let request = CreateTask {
+                agent,
                 git_ref,
                 network,
                 open_pull_request: pr,
@@ -201,14 +224,19 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<Exit> {
             let client = client()?;
             // As for submit: a retried follow-up is never queued twice.
             let key = TaskId::new().to_string();
-            let (task, _) = client.follow_up(id, &prompt, Some(&key)).await?;
+            let queued = client.follow_up(id, &prompt, Some(&key)).await?;
+            let task = queued.task;
             if watch {
-                // Only what happens from the follow-up on.
-                return follow_from(&client, task.id, task.last_event_seq - 1, output).await;
+                // Only what happens from the follow-up on, even when the answer came to a
+                // retry after the task had moved on.
+                let first = queued.first_seq.unwrap_or(task.last_event_seq);
+                return follow_from(&client, task.id, first - 1, output).await;
             }
             print(output, &task, || println!("{} {}", task.id, task.status))
         }
         ClientCommand::Watch { id, output } => follow(&client()?, id, output).await,
+        ClientCommand::Env(command) => environments::env(command).await,
+        ClientCommand::Secret(command) => environments::secret(command).await,
         ClientCommand::Tasks {
             status,
             limit,
@@ -269,7 +297,10 @@ async fn log_in(server: String, token: Option<String>) -> anyhow::Result<Exit> {
     let me = Client::new(&server, Some(token.clone()))?
         .me()
         .await
-        .context("the server refused the token")?;
+        .map_err(|err| match err.status().map(|status| status.as_u16()) {
+            Some(401) => anyhow::anyhow!("the server refused the token: {err}"),
+            _ => err.into(),
+        })?;
     let path = login::save(&login::Login { server, token })?;
     eprintln!("Logged in as {} (saved to {})", me.name, path.display());
     Ok(Exit::Success)
@@ -315,14 +346,31 @@ async fn follow_from(
     let mut stream = client.follow_task(id, after);
     let mut spinner = Spinner::new(style.is_terminal() && !output.json);
     let mut status = TaskStatus::Queued;
+    let mut waiting = false;
     loop {
-        let frame = tokio::select! {
-            frame = stream.next() => frame,
+        let followed = tokio::select! {
+            followed = stream.next() => followed,
             () = spinner.tick() => continue,
         };
-        let Some(frame) = frame else { break };
-        let frame = frame?;
+        let Some(followed) = followed else { break };
         spinner.clear();
+        let frame = match followed? {
+            Followed::Frame(frame) => frame,
+            Followed::Waiting { reason, retry_in } => {
+                if !waiting {
+                    eprintln!("waiting for the server… ({reason})");
+                }
+                tracing::debug!(%reason, ?retry_in, "the server is out of reach");
+                waiting = true;
+                continue;
+            }
+        };
+        if std::mem::take(&mut waiting) {
+            eprintln!(
+                "connected again; resuming after event {}",
+                stream.last_seq()
+            );
+        }
         if let StreamFrame::End { status: ended, .. } = &frame {
             status = *ended;
         }

@@ -109,6 +109,17 @@ fn event_text(style: &Style, event: &Event) -> String {
             format!("{line}\n")
         }
         EventKind::Error => format!("{}\n", style.red(&format!("error: {}", text("message")))),
+        EventKind::Egress if payload["allowed"].as_bool() == Some(true) => String::new(),
+        EventKind::Egress => format!(
+            "{}\n",
+            style.dim(&format!(
+                "egress refused: {} {}:{} ({})",
+                text("method"),
+                text("host"),
+                payload["port"],
+                text("reason")
+            ))
+        ),
     }
 }
 

@@ -1,14 +1,19 @@
 //! The agent end to end, as processes on the real Docker engine: `berth server` with the fake
 //! Anthropic API, a local git server speaking smart HTTP (clone and push, token required) and
 //! a fake GitHub REST API for pull requests. One module per capability; this file holds the
-//! stack they share.
+//! stack they share. `github` brings its own: the server as the fake GitHub's App, on SQLite
+//! and PostgreSQL; so does `web`, the phone app in headless chromium.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod claude_code;
+mod github;
+mod live;
 mod model;
 mod results;
 mod sandbox;
+mod web;
 
 use std::time::Duration;
 
@@ -119,14 +124,5 @@ fn results_sent(model: &FakeAnthropic) -> Vec<Value> {
 
 /// Containers of the task on the engine, running or not.
 fn containers_of(task: berth_proto::TaskId) -> Vec<String> {
-    let output = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=berth.task={task}")])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "docker ps runs");
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    common::containers_labelled(&format!("berth.task={task}"))
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use berth_client::Followed;
 use berth_proto::{Event, EventKind, StreamFrame, TaskStatus};
 use berth_testkit::anthropic::Reply;
 use serde_json::json;
@@ -118,7 +119,7 @@ async fn secrets_are_redacted_in_stored_and_streamed_events_and_never_reach_the_
         .await
         .expect("the stream goes on")
     {
-        if let StreamFrame::Event { event } = frame.unwrap() {
+        if let Followed::Frame(StreamFrame::Event { event }) = frame.unwrap() {
             streamed.push(event);
         }
     }

@@ -1,11 +1,13 @@
 //! Running the `berth` binary in tests: a clean environment, waiting for the server to
 //! listen, and stopping it with a signal.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
+
+pub use berth_testkit::docker::containers_labelled;
+pub use berth_testkit::eventually;
+pub use berth_testkit::process::{signal, spawn_lines, terminate, Process};
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
@@ -35,52 +37,10 @@ pub fn token(dir: &Path) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
-/// A `berth` process that never outlives its test: it is killed when dropped, so a failed
-/// assertion does not leave a server running (and holding the test's output pipes).
-pub struct Process(Child);
-
-impl std::ops::Deref for Process {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Process {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `command` with its stdout read line by line (stderr goes to the test's output).
-fn spawn(
-    command: &mut Command,
-) -> (
-    Process,
-    std::io::Lines<BufReader<std::process::ChildStdout>>,
-) {
-    let mut child = Process(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.stdout.take().expect("stdout is piped");
-    (child, BufReader::new(stdout).lines())
-}
-
 /// Starts `berth server` and waits for the line that says where it listens. The caller stops
 /// it with [`terminate`], which waits for it.
 pub fn start_server(mut command: Command) -> (Process, String, Vec<String>) {
-    let (child, mut lines) = spawn(&mut command);
+    let (child, mut lines) = spawn_lines(&mut command);
     let mut seen = Vec::new();
     loop {
         let line = lines
@@ -94,24 +54,9 @@ pub fn start_server(mut command: Command) -> (Process, String, Vec<String>) {
     }
 }
 
-pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    for _ in 0..100 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    panic!("the server did not stop within 10 s of SIGTERM");
-}
-
 /// Starts `berth runner` and waits until it says it started.
 pub fn start_runner(mut command: Command) -> Process {
-    let (child, mut lines) = spawn(&mut command);
+    let (child, mut lines) = spawn_lines(&mut command);
     loop {
         let line = lines.next().expect("the runner says it started").unwrap();
         if line.starts_with("berth runner ") && line.ends_with(" started") {
@@ -174,21 +119,5 @@ impl GitRepo {
             _dir: dir,
             _server: server,
         }
-    }
-}
-
-/// Polls `check` until it holds, failing after `limit` (a guard against hangs).
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

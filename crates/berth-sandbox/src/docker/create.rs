@@ -1,0 +1,130 @@
+//! Making a sandbox's container: created with its limits and labels on the sandbox network,
+//! started, and handed back as a [`DockerSandbox`] (also for a warm pool's containers).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use bollard::Docker;
+
+use super::DockerSandbox;
+use crate::network::{ensure_sandbox_network, SANDBOX_NETWORK};
+use crate::{engine_error, Limits, Sandbox, SandboxError, SandboxSpec};
+
+/// Whether this process has seen the sandbox network in place and isolated: checked before
+/// the first container, not before each one.
+static NETWORK_CHECKED: AtomicBool = AtomicBool::new(false);
+
+/// The engine's answer to starting a container whose network is not there.
+fn is_missing_network(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, message }
+            if message.contains("network")
+    )
+}
+
+impl DockerSandbox {
+    /// Creates and starts the task's container. The image must exist on this machine.
+    pub async fn create(docker: &Docker, spec: &SandboxSpec) -> Result<Self, SandboxError> {
+        Self::create_with_env(docker, spec, Vec::new()).await
+    }
+
+    /// Like [`DockerSandbox::create`], with `NAME=value` variables in the container's
+    /// environment (every exec sees them, and an image committed from it keeps them).
+    pub(crate) async fn create_with_env(
+        docker: &Docker,
+        spec: &SandboxSpec,
+        env: Vec<String>,
+    ) -> Result<Self, SandboxError> {
+        let labels = crate::labels::task_labels(spec);
+        let name = format!("berth-{}-{}", spec.task_id, spec.attempt);
+        Self::start_new(docker, &spec.image, spec.limits, labels, &name, env).await
+    }
+
+    /// Creates and starts a container of `image` under `name` and `labels`, with `env` in its
+    /// environment. The engine is
+    /// asked as little as it can be: no image look-up (the create's answer says when it is
+    /// missing) and the network checked once per process (a start that finds it gone makes it
+    /// again).
+    pub(crate) async fn start_new(
+        docker: &Docker,
+        image: &str,
+        limits: Limits,
+        labels: HashMap<String, String>,
+        name: &str,
+        env: Vec<String>,
+    ) -> Result<Self, SandboxError> {
+        let host_config = HostConfig {
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(limits.memory_bytes as i64),
+            memory_swap: Some(limits.memory_bytes as i64),
+            nano_cpus: Some((limits.cpus * 1e9) as i64),
+            pids_limit: Some(limits.pids),
+            network_mode: Some(SANDBOX_NETWORK.into()),
+            // PID 1 reaps orphans; otherwise killed commands linger as zombies and a fork
+            // bomb's leftovers hold the process limit forever.
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            // Keeps the container alive between execs whatever the image's own command is.
+            entrypoint: Some(vec!["sleep".into()]),
+            cmd: Some(vec!["infinity".into()]),
+            user: Some("1000:1000".into()),
+            working_dir: Some("/workspace".into()),
+            env: (!env.is_empty()).then_some(env),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        if !NETWORK_CHECKED.load(Ordering::Relaxed) {
+            ensure_sandbox_network(docker).await?;
+            NETWORK_CHECKED.store(true, Ordering::Relaxed);
+        }
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|err| match engine_error(err) {
+                SandboxError::ImageMissing(_) => SandboxError::ImageMissing(image.into()),
+                other => other,
+            })?;
+        let sandbox = Self::adopt(docker, created.id, limits);
+        let start = || {
+            docker.start_container(
+                &sandbox.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+        };
+        let started = match start().await {
+            // Removed since this process checked it: made again, and the start retried.
+            Err(err) if is_missing_network(&err) => match ensure_sandbox_network(docker).await {
+                Ok(()) => start().await.map_err(engine_error),
+                Err(err) => Err(err),
+            },
+            other => other.map_err(engine_error),
+        };
+        if let Err(err) = started {
+            let _ = sandbox.destroy().await;
+            return Err(err);
+        }
+        Ok(sandbox)
+    }
+
+    /// The handle of a started container made with `limits`.
+    pub(crate) fn adopt(docker: &Docker, id: String, limits: Limits) -> Self {
+        Self {
+            docker: docker.clone(),
+            id,
+            memory_bytes: limits.memory_bytes,
+            pids: limits.pids,
+            execs: Default::default(),
+            oom_seen: Default::default(),
+            env: Default::default(),
+        }
+    }
+}

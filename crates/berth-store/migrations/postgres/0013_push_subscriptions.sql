@@ -1,0 +1,12 @@
+-- Web Push subscriptions: one per browser (its push service endpoint) and user. Times are
+-- milliseconds from the database clock.
+CREATE TABLE push_subscriptions (
+    id          UUID PRIMARY KEY,
+    owner_id    UUID NOT NULL REFERENCES users(id),
+    endpoint    TEXT NOT NULL,
+    p256dh      TEXT NOT NULL,
+    auth        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    UNIQUE (owner_id, endpoint)
+);
+CREATE INDEX push_subscriptions_by_endpoint ON push_subscriptions(endpoint);

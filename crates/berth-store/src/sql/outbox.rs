@@ -1,0 +1,248 @@
+//! The outbox: messages written in the transaction of what they tell, and handed to senders
+//! until acknowledged. A claim holds a message for a lease, so a sender that dies gives it up
+//! by itself; an acknowledged message is never handed out again. Status events queue the news
+//! of a task here ([`SqlStore::queue_task_news`]).
+
+use async_trait::async_trait;
+use berth_proto::TaskId;
+use sqlx::types::Json;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+use uuid::Uuid;
+
+use super::{Args, Column, Conn, Dialect, Row, SqlStore};
+use crate::{Outbox, OutboxMessage, Result};
+
+/// The message ids that stand for webhook ids: `msg_` and a time-ordered UUID.
+fn webhook_message_id() -> String {
+    format!("msg_{}", Uuid::now_v7().simple())
+}
+
+#[async_trait]
+impl<D: Dialect> Outbox for SqlStore<D>
+where
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    for<'q> Args<'q, D>: IntoArguments<'q, D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    Json<serde_json::Value>: Column<D::Db>,
+    Uuid: Column<D::Db>,
+    i64: Column<D::Db>,
+    Option<i64>: Column<D::Db>,
+    String: Column<D::Db>,
+    usize: ColumnIndex<Row<D>>,
+{
+    async fn enqueue_outbox(
+        &self,
+        id: &str,
+        topic: &str,
+        payload: serde_json::Value,
+    ) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let queued = Self::enqueue_in(&mut tx, id, topic, payload).await?;
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    async fn claim_outbox(&self, topic: &str, lease_ms: i64) -> Result<Option<OutboxMessage>> {
+        let mut tx = self.write().await?;
+        let row: Option<(String, String, Json<serde_json::Value>, i64, i64)> =
+            sqlx::query_as(&format!(
+                "UPDATE outbox SET attempts = attempts + 1, lease_expires_at = {now} + $2 \
+                 WHERE id = (SELECT id FROM outbox WHERE topic = $1 AND delivered_at IS NULL \
+                   AND given_up_at IS NULL AND next_attempt_at <= {now} \
+                   AND (lease_expires_at IS NULL OR lease_expires_at < {now}) \
+                   ORDER BY next_attempt_at, id LIMIT 1{skip_locked}) \
+                 RETURNING id, topic, payload, attempts, created_at",
+                now = D::NOW,
+                skip_locked = D::FOR_UPDATE_SKIP_LOCKED
+            ))
+            .bind(topic)
+            .bind(lease_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.map(
+            |(id, topic, Json(payload), attempts, created_at)| OutboxMessage {
+                id,
+                topic,
+                payload,
+                attempts,
+                created_at,
+            },
+        ))
+    }
+
+    async fn ack_outbox(&self, id: &str) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE outbox SET delivered_at = {now}, lease_expires_at = NULL, last_error = NULL \
+             WHERE id = $1 AND delivered_at IS NULL",
+            now = D::NOW
+        ))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn retry_outbox(
+        &self,
+        id: &str,
+        attempt: i64,
+        error: &str,
+        retry_in_ms: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE outbox SET lease_expires_at = NULL, last_error = $3, \
+             next_attempt_at = {now} + COALESCE($4, 0), \
+             given_up_at = CASE WHEN $4 IS NULL THEN {now} ELSE NULL END \
+             WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL AND given_up_at IS NULL",
+            now = D::NOW
+        ))
+        .bind(id)
+        .bind(attempt)
+        .bind(error)
+        .bind(retry_in_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+}
+
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    for<'q> Args<'q, D>: IntoArguments<'q, D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    Json<serde_json::Value>: Column<D::Db>,
+    Uuid: Column<D::Db>,
+    i64: Column<D::Db>,
+    usize: ColumnIndex<Row<D>>,
+{
+    /// Queues a message inside the caller's transaction, unless one with its id exists.
+    pub(super) async fn enqueue_in(
+        conn: &mut Conn<D>,
+        id: &str,
+        topic: &str,
+        payload: serde_json::Value,
+    ) -> Result<bool> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO outbox (id, topic, payload, created_at, next_attempt_at) \
+             VALUES ($1, $2, $3, {now}, {now}) ON CONFLICT (id) DO NOTHING",
+            now = D::NOW
+        ))
+        .bind(id)
+        .bind(topic)
+        .bind(Json(payload))
+        .execute(conn)
+        .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    /// What a status event (`payload`, the task's `seq`-th event) tells others, queued in the
+    /// transaction that wrote it: to the owner's webhook endpoints, the task's creation (its
+    /// first event), each start and each ending; to GitHub, the ending of a task that came
+    /// from there; to each of the owner's push subscriptions, each ending.
+    pub(super) async fn queue_task_news(
+        conn: &mut Conn<D>,
+        task_id: TaskId,
+        owner_id: Uuid,
+        seq: i64,
+        payload: &serde_json::Value,
+    ) -> Result<()> {
+        let status = payload["status"].as_str().unwrap_or_default();
+        let ended = berth_proto::TaskStatus::parse(status).is_some_and(|s| s.is_terminal());
+        let event_type = match status {
+            "queued" if seq == 1 => "task.created",
+            "running" => "task.started",
+            _ if ended => "task.ended",
+            _ => return Ok(()),
+        };
+        let endpoints: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM webhook_endpoints WHERE owner_id = $1 AND deleted_at IS NULL \
+             ORDER BY id",
+        )
+        .bind(owner_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let from_github = ended && {
+            let linked: Option<i64> =
+                sqlx::query_scalar("SELECT installation_id FROM github_tasks WHERE task_id = $1")
+                    .bind(task_id.0)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            linked.is_some()
+        };
+        if from_github {
+            let id = format!("github-ended:{task_id}:{seq}");
+            let message = serde_json::json!({ "kind": "task_ended", "task_id": task_id });
+            Self::enqueue_in(conn, &id, "github", message).await?;
+        }
+        let subscriptions = match ended {
+            true => Self::push_subscription_ids(conn, owner_id).await?,
+            false => Vec::new(),
+        };
+        if endpoints.is_empty() && subscriptions.is_empty() {
+            return Ok(());
+        }
+        let data = Self::task_news(conn, task_id, owner_id).await?;
+        Self::queue_push_news(conn, task_id, seq, &data["task"], &subscriptions).await?;
+        for endpoint in endpoints {
+            let body = serde_json::json!({
+                "type": event_type,
+                "timestamp": data["timestamp"],
+                "data": data["task"],
+            });
+            let message = serde_json::json!({ "endpoint_id": endpoint, "body": body });
+            Self::enqueue_in(conn, &webhook_message_id(), "webhook", message).await?;
+        }
+        Ok(())
+    }
+
+    /// The task as a webhook tells it, read in the caller's transaction, and the time.
+    async fn task_news(
+        conn: &mut Conn<D>,
+        task_id: TaskId,
+        owner_id: Uuid,
+    ) -> Result<serde_json::Value> {
+        let Json(row): Json<serde_json::Value> = sqlx::query_scalar(&format!(
+            "SELECT {object}('status', status, 'repo_url', repo_url, 'prompt', prompt, \
+             'attempt', attempt, 'error', error, 'branch', branch, \
+             'pull_request_url', pull_request_url, 'cost_usd', cost_usd, \
+             'input_tokens', input_tokens, 'output_tokens', output_tokens, 'now', {now}) \
+             FROM tasks WHERE id = $1",
+            object = D::JSON_OBJECT,
+            now = D::NOW
+        ))
+        .bind(task_id.0)
+        .fetch_one(conn)
+        .await?;
+        let title: String = row["prompt"]
+            .as_str()
+            .and_then(|prompt| prompt.lines().map(str::trim).find(|l| !l.is_empty()))
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        let timestamp = row["now"]
+            .as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        Ok(serde_json::json!({
+            "timestamp": timestamp,
+            "task": {
+                "id": task_id,
+                "owner_id": berth_proto::UserId(owner_id),
+                "status": row["status"],
+                "title": title,
+                "repo_url": row["repo_url"],
+                "attempt": row["attempt"],
+                "error": row["error"],
+                "branch": row["branch"],
+                "pull_request_url": row["pull_request_url"],
+                "cost_usd": row["cost_usd"],
+                "input_tokens": row["input_tokens"],
+                "output_tokens": row["output_tokens"],
+            },
+        }))
+    }
+}

@@ -1,0 +1,232 @@
+//! PostgreSQL, for several machines sharing one database. Row locks serialise the writers of
+//! one task, and different tasks never wait on each other; NOTIFY, sent inside the writing
+//! transaction, tells the other nodes, and a LISTEN task feeds it into this node's signals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::Task;
+use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions, PgQueryResult};
+
+use super::{Dialect, SqlStore, ACTIVE};
+use crate::rows::{task_columns, TaskRow};
+use crate::signal::{EventNotice, Signals, TextDelta};
+use crate::{Backend, ClaimLimits, Result};
+
+const WORK_CHANNEL: &str = "berth_work";
+const EVENTS_CHANNEL: &str = "berth_events";
+const TEXT_CHANNEL: &str = "berth_text";
+
+pub(crate) struct Postgres {
+    listener: tokio::task::JoinHandle<()>,
+}
+
+/// Connects to the database the URL names, migrates it, and starts listening to other nodes.
+/// TLS follows the URL's `sslmode` and `sslrootcert`, as libpq reads them.
+pub(crate) async fn connect(url: &str) -> Result<SqlStore<Postgres>> {
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(tls_named)?;
+    crate::migrate(&sqlx::migrate!("./migrations/postgres"), &pool).await?;
+    let signals = Arc::new(Signals::new());
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener
+        .listen_all([WORK_CHANNEL, EVENTS_CHANNEL, TEXT_CHANNEL])
+        .await?;
+    let listener = tokio::spawn(forward_notifications(listener, signals.clone()));
+    SqlStore::new(Postgres { listener }, pool.clone(), pool, signals).await
+}
+
+/// Says plainly when a connection failed in its TLS handshake, with the cause rustls found
+/// (such as an unknown issuer), since "database error" alone sends operators looking elsewhere.
+/// sqlx reports a refused certificate as an I/O error carrying the rustls error.
+fn tls_named(err: sqlx::Error) -> crate::StoreError {
+    let from_rustls = |io: &std::io::Error| {
+        let inner = io.get_ref()?;
+        inner.downcast_ref::<rustls::Error>().map(|e| e.to_string())
+    };
+    match err {
+        sqlx::Error::Tls(cause) => crate::StoreError::Tls(cause.to_string()),
+        sqlx::Error::Io(ref io) => match from_rustls(io) {
+            Some(cause) => crate::StoreError::Tls(cause),
+            None => err.into(),
+        },
+        other => other.into(),
+    }
+}
+
+/// Feeds NOTIFY from other nodes into this process's signals. When the listening connection
+/// is lost, notifications may have been missed: everyone is woken to re-read, and sqlx's
+/// listener reconnects on the next receive.
+async fn forward_notifications(mut listener: PgListener, signals: Arc<Signals>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notification)) if notification.channel() == EVENTS_CHANNEL => {
+                if let Some(notice) = EventNotice::decode(notification.payload()) {
+                    signals.event_appended(notice);
+                }
+            }
+            Ok(Some(notification)) if notification.channel() == TEXT_CHANNEL => {
+                if let Some(delta) = TextDelta::decode(notification.payload()) {
+                    signals.text_written(delta);
+                }
+            }
+            Ok(Some(_)) => signals.wake_runners(),
+            Ok(None) => {
+                tracing::warn!("lost the LISTEN connection; reconnecting");
+                signals.wake_runners();
+                signals.connection_lost();
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "LISTEN connection failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+impl Dialect for Postgres {
+    type Db = sqlx::Postgres;
+    const BACKEND: Backend = Backend::Postgres;
+    const NOW: &'static str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_UPDATE_SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const JSON_OBJECT: &'static str = "jsonb_build_object";
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    async fn notify_work(conn: &mut PgConnection) -> Result<()> {
+        sqlx::query("SELECT pg_notify('berth_work', '')")
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn notify_event(conn: &mut PgConnection, notice: EventNotice) -> Result<()> {
+        sqlx::query("SELECT pg_notify('berth_events', $1)")
+            .bind(notice.encode())
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Only through NOTIFY, which reaches this node's own listener too: deltas have no
+    /// sequence number by which a subscriber could drop one heard twice.
+    async fn publish_text(pool: &sqlx::PgPool, _: &Signals, delta: TextDelta) -> Result<()> {
+        for piece in delta.pieces() {
+            sqlx::query("SELECT pg_notify('berth_text', $1)")
+                .bind(piece.encode())
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One sign-in at a time decides who is first (admin) and who owns a GitHub id.
+    async fn lock_sign_ins(conn: &mut PgConnection) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(7274001)")
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Picks the most deserving user whose `queue_users` row no other claim holds, locks
+    /// it (so their running count cannot change under the claim) and takes their oldest
+    /// claimable task. Claims for different users never wait on each other; only when every
+    /// deserving user is being served at this moment does a claim wait, for the first.
+    async fn claim(conn: &mut PgConnection, limits: &ClaimLimits) -> Result<Option<Task>> {
+        let mut passed = Vec::new();
+        for _ in 0..4 {
+            let mut user = pick_user(conn, limits, &passed, Wait::SkipLocked).await?;
+            // Waiting is safe only while this claim holds no user row (no lock cycle).
+            if user.is_none() && passed.is_empty() {
+                user = pick_user(conn, limits, &passed, Wait::ForFirst).await?;
+            }
+            let Some(user_id) = user else {
+                return Ok(None);
+            };
+            if let Some(task) = claim_for_user(conn, user_id, limits).await? {
+                return Ok(Some(task));
+            }
+            // Another claim took that user's last claimable task since this one looked.
+            passed.push(user_id);
+        }
+        Ok(None)
+    }
+
+    fn stop(&self) {
+        self.listener.abort();
+    }
+}
+
+/// Whether a claim passes over users whose row another claim holds, or waits for it.
+#[derive(Clone, Copy, PartialEq)]
+enum Wait {
+    SkipLocked,
+    ForFirst,
+}
+
+/// Locks and returns the most deserving user (see `Queue::claim_next_task`) with claimable
+/// work and room under the per-user limit, if the node has room; `passed` are left out.
+async fn pick_user(
+    conn: &mut PgConnection,
+    limits: &ClaimLimits,
+    passed: &[uuid::Uuid],
+    wait: Wait,
+) -> Result<Option<uuid::Uuid>> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT u.user_id FROM queue_users u
+         WHERE u.queued > 0 AND u.running < $1 AND u.user_id <> ALL($2)
+           AND EXISTS (SELECT 1 FROM tasks q WHERE q.owner_id = u.user_id
+                       AND q.status = 'queued' AND q.not_before <= {now})
+           AND (SELECT COUNT(*) FROM tasks n WHERE n.lease_owner = $3
+                AND n.status IN {ACTIVE}) < $4
+         ORDER BY u.running, u.last_claimed_at,
+           (SELECT o.id FROM tasks o WHERE o.owner_id = u.user_id AND o.status = 'queued'
+            ORDER BY o.id LIMIT 1)
+         LIMIT 1 FOR UPDATE OF u{skip}",
+        now = Postgres::NOW,
+        skip = if wait == Wait::SkipLocked {
+            " SKIP LOCKED"
+        } else {
+            ""
+        }
+    ))
+    .bind(limits.per_user_limit)
+    .bind(passed)
+    .bind(&limits.node_id)
+    .bind(limits.node_capacity)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Takes the oldest claimable task of a user whose `queue_users` row this claim holds.
+async fn claim_for_user(
+    conn: &mut PgConnection,
+    user_id: uuid::Uuid,
+    limits: &ClaimLimits,
+) -> Result<Option<Task>> {
+    let row: Option<TaskRow> = sqlx::query_as(&format!(
+        "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = $2,
+           lease_expires_at = {now} + $3, claimed_at = {now},
+           started_at = COALESCE(started_at, {now}), updated_at = {now},
+           last_event_seq = last_event_seq + 1
+         WHERE id = (SELECT id FROM tasks WHERE owner_id = $1 AND status = 'queued'
+                     AND not_before <= {now} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING {columns}",
+        now = Postgres::NOW,
+        columns = task_columns!()
+    ))
+    .bind(user_id)
+    .bind(&limits.node_id)
+    .bind(limits.lease_ms)
+    .fetch_optional(conn)
+    .await?;
+    row.map(Task::try_from).transpose()
+}

@@ -1,0 +1,151 @@
+//! What an attempt keeps as it works: the model transcript, usage totals, the diff so far and
+//! the commit it started from. Every write is fenced by the attempt that makes it.
+
+use async_trait::async_trait;
+use berth_proto::{TaskId, Usage};
+use sqlx::types::Json;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+use uuid::Uuid;
+
+use super::{Args, Column, Conn, Dialect, Row, SqlStore};
+use crate::{Fence, Result, StoreError, Transcript, WorkState};
+
+/// The rest of a `WHERE id = $1` that holds only while attempt `$2` holds the task.
+const HELD: &str = "AND attempt = $2 AND status IN ('running', 'cancelling')";
+
+#[async_trait]
+impl<D: Dialect> Transcript for SqlStore<D>
+where
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    for<'q> Args<'q, D>: IntoArguments<'q, D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q [u8]: Encode<'q, D::Db> + Type<D::Db>,
+    Json<serde_json::Value>: Column<D::Db>,
+    Uuid: Column<D::Db>,
+    i64: Column<D::Db>,
+    bool: Column<D::Db>,
+    f64: Column<D::Db>,
+    String: Column<D::Db>,
+    usize: ColumnIndex<Row<D>>,
+{
+    async fn append_message(&self, fence: Fence, message: serde_json::Value) -> Result<i64> {
+        let mut tx = self.write().await?;
+        // Holds the task for the insert below; a message answers any follow-up prompt.
+        let held = sqlx::query(&format!(
+            "UPDATE tasks SET pending_prompt = NULL WHERE id = $1 {HELD}"
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .execute(&mut *tx)
+        .await?;
+        if D::rows_affected(&held) == 0 {
+            return Err(StoreError::Fenced(fence.task_id));
+        }
+        let idx: i64 = sqlx::query_scalar(&format!(
+            "INSERT INTO task_messages (task_id, idx, attempt, message, created_at) \
+             SELECT $1, COALESCE(MAX(idx), 0) + 1, $2, $3, {now} \
+             FROM task_messages WHERE task_id = $1 RETURNING idx",
+            now = D::NOW
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .bind(Json(message))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(idx)
+    }
+
+    async fn list_messages(&self, task_id: TaskId) -> Result<Vec<serde_json::Value>> {
+        let rows: Vec<Json<serde_json::Value>> =
+            sqlx::query_scalar("SELECT message FROM task_messages WHERE task_id = $1 ORDER BY idx")
+                .bind(task_id.0)
+                .fetch_all(&self.readers)
+                .await?;
+        Ok(rows.into_iter().map(|Json(message)| message).collect())
+    }
+
+    async fn add_usage(&self, fence: Fence, usage: &Usage) -> Result<()> {
+        let updated = sqlx::query(&format!(
+            "UPDATE tasks SET input_tokens = input_tokens + $3, output_tokens = output_tokens + $4, \
+             cache_write_tokens = cache_write_tokens + $5, cache_read_tokens = cache_read_tokens + $6, \
+             cost_usd = cost_usd + $7 WHERE id = $1 {HELD}"
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .bind(usage.input_tokens as i64)
+        .bind(usage.output_tokens as i64)
+        .bind(usage.cache_write_tokens as i64)
+        .bind(usage.cache_read_tokens as i64)
+        .bind(usage.cost_usd)
+        .execute(&self.writer)
+        .await?;
+        match D::rows_affected(&updated) {
+            0 => Err(StoreError::Fenced(fence.task_id)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn save_diff(&self, fence: Fence, diff: &[u8]) -> Result<()> {
+        // Kept while the task runs, so that a crash loses at most the current step.
+        let mut tx = self.write().await?;
+        let held = sqlx::query(&format!(
+            "UPDATE tasks SET has_diff = $3 WHERE id = $1 {HELD}"
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .bind(!diff.is_empty())
+        .execute(&mut *tx)
+        .await?;
+        if D::rows_affected(&held) == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Fenced(fence.task_id));
+        }
+        if diff.is_empty() {
+            sqlx::query("DELETE FROM task_diffs WHERE task_id = $1")
+                .bind(fence.task_id.0)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(&format!(
+                "INSERT INTO task_diffs (task_id, diff, created_at) VALUES ($1, $2, {now}) \
+                 ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff",
+                now = D::NOW
+            ))
+            .bind(fence.task_id.0)
+            .bind(diff)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_base_commit(&self, fence: Fence, commit: &str) -> Result<()> {
+        let updated = sqlx::query(&format!(
+            "UPDATE tasks SET base_commit = COALESCE(base_commit, $3) WHERE id = $1 {HELD}"
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .bind(commit)
+        .execute(&self.writer)
+        .await?;
+        match D::rows_affected(&updated) {
+            0 => Err(StoreError::Fenced(fence.task_id)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn work_state(&self, task_id: TaskId) -> Result<WorkState> {
+        let row: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT base_commit, pending_prompt FROM tasks WHERE id = $1")
+                .bind(task_id.0)
+                .fetch_optional(&self.readers)
+                .await?;
+        let (base_commit, pending_prompt) = row.unwrap_or_default();
+        Ok(WorkState {
+            base_commit,
+            pending_prompt,
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! What an attempt keeps as it works, and what the next attempt finds: the transcript, usage
+//! totals, the diff so far, the base commit and a follow-up prompt.
+
+use berth_proto::{TaskId, TaskStatus, Usage};
+use berth_store::{NewFollowUp, WorkState};
+
+use crate::support::*;
+
+on_both_backends!(
+    messages_are_kept_in_order_across_attempts,
+    usage_adds_up_on_the_task,
+    the_diff_so_far_is_served_and_an_empty_one_removes_it,
+    the_base_commit_is_set_once,
+    the_next_message_answers_a_follow_up_prompt,
+);
+
+async fn messages_are_kept_in_order_across_attempts(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let alice = user(store.as_ref(), "alice").await;
+    let id = enqueue(store.as_ref(), alice, "one").await.id;
+    let message = |n: i64| serde_json::json!({ "role": "user", "content": format!("m{n}") });
+    let (_, first) = claim(store.as_ref(), &roomy("a")).await;
+    for n in 1..=3 {
+        let idx = store.append_message(first, message(n)).await.unwrap();
+        assert_eq!(idx, n);
+    }
+    store.release_task(first, "node lost", None).await.unwrap();
+    let (_, second) = claim(store.as_ref(), &roomy("a")).await;
+    assert_eq!(store.append_message(second, message(4)).await.unwrap(), 4);
+    let kept = store.list_messages(id).await.unwrap();
+    assert_eq!(kept, (1..=4).map(message).collect::<Vec<_>>());
+    assert!(store.list_messages(TaskId::new()).await.unwrap().is_empty());
+}
+
+async fn usage_adds_up_on_the_task(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let alice = user(store.as_ref(), "alice").await;
+    let id = enqueue(store.as_ref(), alice, "one").await.id;
+    let (_, fence) = claim(store.as_ref(), &roomy("a")).await;
+    let turn = Usage {
+        input_tokens: 100,
+        output_tokens: 20,
+        cache_write_tokens: 5,
+        cache_read_tokens: 50,
+        cost_usd: 0.25,
+    };
+    store.add_usage(fence, &turn).await.unwrap();
+    store.add_usage(fence, &turn).await.unwrap();
+    let total = task(store.as_ref(), alice, id).await.usage;
+    let expected = Usage {
+        input_tokens: 200,
+        output_tokens: 40,
+        cache_write_tokens: 10,
+        cache_read_tokens: 100,
+        cost_usd: 0.5,
+    };
+    assert_eq!(total, expected);
+}
+
+async fn the_diff_so_far_is_served_and_an_empty_one_removes_it(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let alice = user(store.as_ref(), "alice").await;
+    let id = enqueue(store.as_ref(), alice, "one").await.id;
+    let (_, fence) = claim(store.as_ref(), &roomy("a")).await;
+    assert!(store.get_diff(alice, id).await.unwrap().is_none());
+    store.save_diff(fence, b"first").await.unwrap();
+    store.save_diff(fence, b"second").await.unwrap();
+    let served = store.get_diff(alice, id).await.unwrap();
+    assert_eq!(served.as_deref(), Some(&b"second"[..]));
+    assert!(task(store.as_ref(), alice, id).await.result.has_diff);
+    store.save_diff(fence, b"").await.unwrap();
+    assert!(store.get_diff(alice, id).await.unwrap().is_none());
+    assert!(!task(store.as_ref(), alice, id).await.result.has_diff);
+}
+
+async fn the_base_commit_is_set_once(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let alice = user(store.as_ref(), "alice").await;
+    let id = enqueue(store.as_ref(), alice, "one").await.id;
+    assert_eq!(store.work_state(id).await.unwrap(), WorkState::default());
+    let (_, first) = claim(store.as_ref(), &roomy("a")).await;
+    store.set_base_commit(first, "aaa").await.unwrap();
+    store.set_base_commit(first, "bbb").await.unwrap();
+    store.release_task(first, "node lost", None).await.unwrap();
+    let (_, second) = claim(store.as_ref(), &roomy("a")).await;
+    store.set_base_commit(second, "ccc").await.unwrap();
+    let state = store.work_state(id).await.unwrap();
+    assert_eq!(state.base_commit.as_deref(), Some("aaa"));
+}
+
+async fn the_next_message_answers_a_follow_up_prompt(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let alice = user(store.as_ref(), "alice").await;
+    let id = enqueue(store.as_ref(), alice, "one").await.id;
+    let (_, first) = claim(store.as_ref(), &roomy("a")).await;
+    let end = ended(TaskStatus::Succeeded);
+    store.finish_task(first, end).await.unwrap();
+    let follow_up = NewFollowUp {
+        prompt: "now the docs".into(),
+        max_attempts: 1,
+        idempotency: None,
+    };
+    store.continue_task(alice, id, follow_up).await.unwrap();
+    let (_, second) = claim(store.as_ref(), &roomy("a")).await;
+    let pending = store.work_state(id).await.unwrap().pending_prompt;
+    assert_eq!(pending.as_deref(), Some("now the docs"));
+    let answer = serde_json::json!({ "role": "user", "content": "now the docs" });
+    store.append_message(second, answer).await.unwrap();
+    assert_eq!(store.work_state(id).await.unwrap().pending_prompt, None);
+}
