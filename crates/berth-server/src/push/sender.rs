@@ -71,14 +71,13 @@ async fn send(state: &AppState, push: &WebPush, message: &OutboxMessage) -> Resu
         .as_str()
         .unwrap_or_default()
         .replace('-', "");
-    let built = push.message(
+    let message = push.message(
         &endpoint,
         &subscription.p256dh,
         &subscription.auth,
         &payload,
         &topic,
     )?;
-    let request = web_push::request_builder::build_request::<Vec<u8>>(built);
     let mut client = reqwest::Client::builder()
         .user_agent(concat!("berth-push/", env!("CARGO_PKG_VERSION")))
         .timeout(DELIVERY_TIMEOUT)
@@ -89,13 +88,11 @@ async fn send(state: &AppState, push: &WebPush, message: &OutboxMessage) -> Resu
     }
     let client = client.build().map_err(|err| err.to_string())?;
     let mut post = client.post(endpoint.to_string());
-    // reqwest sets the length of the body itself.
-    let headers = request.headers().iter();
-    for (name, value) in headers.filter(|(name, _)| name.as_str() != "content-length") {
-        post = post.header(name.as_str(), value.as_bytes());
+    for (name, value) in message.headers {
+        post = post.header(name, value);
     }
     let answer = post
-        .body(request.into_body())
+        .body(message.body)
         .send()
         .await
         .map_err(|err| format!("no answer: {}", err.without_url()))?;
