@@ -17,14 +17,22 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::{engine_error, SandboxError};
 
 pub const DEFAULT_IMAGE: &str = "berth-sandbox";
-/// Packages beyond Debian's minimal base: what the agent needs to work on a repository.
+/// Packages beyond Debian's minimal base: what the agent needs to work on a repository, and
+/// `iptables`, with which a root helper container fences the egress network on the host (the
+/// agent, with no capabilities, can use it for nothing).
 const PACKAGES: &str =
-    "git,ca-certificates,bash,coreutils,findutils,grep,sed,diffutils,patch,procps,less";
+    "git,ca-certificates,bash,coreutils,findutils,grep,sed,diffutils,patch,procps,less,iptables";
+/// Raised whenever what goes into the image changes, so that a machine holding an image of
+/// the same Berth version but older contents builds the new one.
+const IMAGE_REVISION: u32 = 2;
 pub const SANDBOX_UID: u32 = 1000;
 
-/// `berth-sandbox:<version>`: the tag this build of Berth uses.
+/// `berth-sandbox:<version>-r<revision>`: the tag this build of Berth uses.
 pub fn default_image() -> String {
-    format!("{DEFAULT_IMAGE}:{}", env!("CARGO_PKG_VERSION"))
+    format!(
+        "{DEFAULT_IMAGE}:{}-r{IMAGE_REVISION}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// Builds the default image unless this version of it is already there. `progress` gets one

@@ -28,7 +28,7 @@ pub use labels::{
     LABEL_KIND, LABEL_NODE, LABEL_REMOVE_AFTER, LABEL_TASK,
 };
 pub use network::{
-    ensure_egress_network, ensure_sandbox_network, sandbox_network_addresses,
+    ensure_egress_network, ensure_sandbox_network, fence_egress_network, sandbox_network_addresses,
     SandboxNetworkAddresses, EGRESS_NETWORK, SANDBOX_NETWORK,
 };
 pub use output::BoundedOutput;

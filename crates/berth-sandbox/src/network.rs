@@ -159,6 +159,95 @@ pub async fn ensure_egress_network(docker: &Docker) -> Result<IpAddr, SandboxErr
     gateway_of(&network)
 }
 
+/// What the fence's helper runs, as root in the host's network namespace, with the gateway,
+/// the proxy's port and the bridge as `$1`..`$3`. Idempotent: a chain of Berth's own, jumped
+/// to from `INPUT` for packets from the bridge, accepts the proxy's port on the gateway and
+/// drops the rest. A port accepted earlier stays only while something listens on it (another
+/// runner's proxy on the same host); a port left by a proxy that has gone is closed, so that
+/// a service later listening there is not opened to sandboxes. The nf_tables variant is tried
+/// first, the legacy one if the kernel has no nf_tables; IPv6 (link-local addresses reach the
+/// host too) is dropped whole where the host has it.
+const FENCE_SCRIPT: &str = r#"gw=$1 port=$2 bridge=$3
+listening() {
+    hex=$(printf ':%04X' "$1")
+    awk -v port="$hex" '$4 == "0A" && substr($2, length($2) - 4) == port { found = 1 }
+        END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+fence() {
+    $1 -w -N BERTH-EGRESS 2>/dev/null
+    $1 -w -C BERTH-EGRESS -d "$gw" -p tcp --dport "$port" -j ACCEPT 2>/dev/null ||
+        $1 -w -I BERTH-EGRESS -d "$gw" -p tcp --dport "$port" -j ACCEPT || return 1
+    $1 -w -C BERTH-EGRESS -j DROP 2>/dev/null || $1 -w -A BERTH-EGRESS -j DROP || return 1
+    $1 -w -C INPUT -i "$bridge" -j BERTH-EGRESS 2>/dev/null ||
+        $1 -w -I INPUT -i "$bridge" -j BERTH-EGRESS || return 1
+    for old in $($1 -w -S BERTH-EGRESS | sed -n 's/.*--dport \([0-9]*\) -j ACCEPT.*/\1/p'); do
+        [ "$old" = "$port" ] || listening "$old" ||
+            $1 -w -D BERTH-EGRESS -d "$gw" -p tcp --dport "$old" -j ACCEPT 2>/dev/null
+    done
+    return 0
+}
+fence iptables || fence iptables-legacy || exit 1
+[ -e /proc/net/if_inet6 ] || exit 0
+drop6() {
+    $1 -w -C INPUT -i "$bridge" -j DROP 2>/dev/null || $1 -w -I INPUT -i "$bridge" -j DROP
+}
+drop6 ip6tables || drop6 ip6tables-legacy"#;
+
+/// Fences the egress network on the host: its containers reach the host only at `proxy`.
+/// Docker keeps an internal network's containers from being forwarded anywhere, but not from
+/// the host itself, where any service listening on all addresses would answer them. The rules
+/// are written by a short-lived root container of `image` (which needs `iptables`) in the
+/// host's network namespace with `NET_ADMIN`: the runner needs no root of its own, only the
+/// engine, which can grant it.
+pub async fn fence_egress_network(
+    docker: &Docker,
+    image: &str,
+    proxy: std::net::SocketAddr,
+) -> Result<(), SandboxError> {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        user: Some("0:0".into()),
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+        cmd: Some(vec![
+            FENCE_SCRIPT.into(),
+            "fence".into(),
+            proxy.ip().to_string(),
+            proxy.port().to_string(),
+            EGRESS_BRIDGE.into(),
+        ]),
+        labels: Some(HashMap::from([(
+            "berth.network".to_string(),
+            "egress-fence".to_string(),
+        )])),
+        host_config: Some(HostConfig {
+            network_mode: Some("host".into()),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ran = match crate::docker::run_to_end(docker, body).await {
+        Err(SandboxError::ImageMissing(_)) => {
+            return Err(SandboxError::Other(format!(
+                "the egress network is fenced on the host with iptables from the image \
+                 {image}, which is not on this machine; `berth image build` makes it"
+            )))
+        }
+        ran => ran?,
+    };
+    match ran.exit_code {
+        0 => Ok(()),
+        code => Err(SandboxError::Other(format!(
+            "could not fence the egress network on this host (iptables in {image} exited \
+             with {code}: {}); without it a sandbox on {EGRESS_NETWORK} could reach services \
+             on the host",
+            ran.output.trim()
+        ))),
+    }
+}
+
 /// The network's IPv4 gateway, as the engine assigned it.
 fn gateway_of(network: &bollard::models::Network) -> Result<IpAddr, SandboxError> {
     network

@@ -280,6 +280,85 @@ async fn the_egress_network_comes_with_the_proxy_variables_and_goes_without_them
     assert_eq!(stdout_of(&sandbox, variables).await.trim(), "");
 }
 
+/// A stand-in for a service on the host, on all of its addresses: answers "hi" to whoever
+/// connects, until it is dropped.
+struct HostService {
+    port: u16,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl HostService {
+    async fn start(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let serving = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, b"hi\n").await;
+            }
+        });
+        HostService { port, serving }
+    }
+}
+
+impl Drop for HostService {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+/// Whether the sandbox gets an answer from `port` on the host's address on its network. A
+/// dropped connection hangs, so each try is given a few seconds.
+async fn reaches(sandbox: &Guard, gateway: std::net::IpAddr, port: u16) -> bool {
+    let knock = format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{gateway}/{port} && head -c2 <&3'");
+    run(sandbox, &knock).await.stdout == b"hi"
+}
+
+/// The fence on the egress network: a sandbox there reaches the proxy's port on the host and
+/// no other host service, and a port an earlier proxy had is closed again once that proxy
+/// has gone, whatever listens there later.
+#[tokio::test]
+async fn the_fence_lets_egress_sandboxes_reach_only_the_proxy_on_the_host() {
+    let Some(docker) = engine().await else { return };
+    let gateway = berth_sandbox::ensure_egress_network(&docker).await.unwrap();
+    let image = berth_sandbox::default_image();
+    let proxy = HostService::start(0).await;
+    let other = HostService::start(0).await;
+    let fence = |port: u16| {
+        let (docker, image) = (docker.clone(), image.clone());
+        async move {
+            let proxy = std::net::SocketAddr::new(gateway, port);
+            berth_sandbox::fence_egress_network(&docker, &image, proxy)
+                .await
+                .unwrap()
+        }
+    };
+    fence(proxy.port).await;
+    let sandbox = sandbox_with(&docker, Limits::default()).await;
+    let on_egress = NetworkPolicy::Egress {
+        proxy: std::net::SocketAddr::new(gateway, proxy.port),
+    };
+    sandbox.0.set_network(on_egress).await.unwrap();
+    assert!(reaches(&sandbox, gateway, proxy.port).await, "the proxy");
+    assert!(
+        !reaches(&sandbox, gateway, other.port).await,
+        "another service"
+    );
+
+    // The proxy goes, another runner's starts, and something else takes the old port.
+    let old_port = proxy.port;
+    drop(proxy);
+    let next = HostService::start(0).await;
+    fence(next.port).await;
+    let squatter = HostService::start(old_port).await;
+    assert!(reaches(&sandbox, gateway, next.port).await, "the new proxy");
+    assert!(
+        !reaches(&sandbox, gateway, squatter.port).await,
+        "a service on the port a gone proxy had"
+    );
+}
+
 /// With `network: full` a task reaches out, but never another task's container: one
 /// listens, the other cannot connect to it, while the listener itself can.
 #[tokio::test]

@@ -137,9 +137,12 @@ impl Signals {
         let _ = self.events.send(EventNotice::RESYNC);
     }
 
-    /// Another process wrote to the database (SQLite): stream subscribers re-read.
+    /// Another process wrote to the database (SQLite): stream subscribers re-read, and this
+    /// process's runners look for work, which may be a task the other process queued (or a
+    /// slot its runner freed).
     pub(crate) fn changed_elsewhere(&self) {
         let _ = self.events.send(EventNotice::RESYNC);
+        self.wake_runners();
     }
 
     pub(crate) fn text_written(&self, delta: TextDelta) {

@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use crate::attempt::EgressSettings;
 
-/// Makes the egress network if it is missing and starts the proxy on its gateway, with the
-/// server's rules.
+/// Makes the egress network if it is missing, starts the proxy on its gateway, with the
+/// server's rules, and fences the network on the host so that the proxy is the one thing on
+/// the host its containers reach. The fence's helper runs the default sandbox image.
 pub async fn start(
     docker: &bollard::Docker,
     settings: &crate::Settings,
@@ -30,6 +31,8 @@ pub async fn start(
     )
     .await
     .map_err(|err| anyhow::anyhow!("listening on {gateway}: {err}"))?;
+    let image = berth_sandbox::default_image();
+    berth_sandbox::fence_egress_network(docker, &image, proxy.addr()).await?;
     tracing::info!(address = %proxy.addr(), "egress proxy listening");
     Ok(EgressSettings {
         proxy: Arc::new(proxy),

@@ -200,6 +200,16 @@ timeout 20 cat <&3"#
         )),
     )
     .await;
+    // The test server listens on all of this machine's addresses: on the gateway (the host's
+    // address on the egress network) and on its outward address it is a host service the
+    // sandbox must not reach past the proxy.
+    let reach = |ip: IpAddr| {
+        ExecRequest::new(format!(
+            "timeout 10 bash -c 'exec 3<>/dev/tcp/{ip}/{port} && echo connected'"
+        ))
+    };
+    let host_service_on_gateway = run(&sandbox, &reach(proxy.ip())).await;
+    let host_service_outward = run(&sandbox, &reach(host)).await;
     let proxy_port = run(
         &sandbox,
         &ExecRequest::new(format!(
@@ -239,6 +249,15 @@ timeout 20 cat <&3"#
         "a direct connection to {host}: {direct:?}"
     );
     assert!(!direct.1.contains("connected"), "{direct:?}");
+    for (ip, reached) in [
+        (proxy.ip(), &host_service_on_gateway),
+        (host, &host_service_outward),
+    ] {
+        assert!(
+            reached.0 != Some(0) && !reached.1.contains("connected"),
+            "a host service on {ip}:{port} answered a sandbox on the egress network: {reached:?}"
+        );
+    }
     assert_eq!(
         proxy_port.0,
         Some(0),

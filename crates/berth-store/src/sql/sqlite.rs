@@ -63,8 +63,8 @@ pub(crate) async fn open(path: &Path) -> Result<SqlStore<Sqlite>> {
     SqlStore::new(Sqlite { watcher }, writer, readers, signals).await
 }
 
-/// Tells this process's streams to read again when another process has committed to the
-/// database. The writer's `data_version` changes only with other connections' commits, and
+/// Tells this process's streams to read again, and its runners to look for work, when
+/// another process has committed to the database. The writer's `data_version` changes only with other connections' commits, and
 /// this process has no other writing connection, so a change is always another process's.
 /// Looked at only when the writer is idle: it costs a pragma that reads no page.
 async fn watch_other_processes(writer: sqlx::SqlitePool, signals: Arc<Signals>, mut seen: i64) {

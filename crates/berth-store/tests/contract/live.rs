@@ -65,3 +65,24 @@ async fn a_write_by_another_process_on_sqlite_tells_streams_to_read_again() {
         .unwrap();
     assert_eq!(notice, EventNotice::RESYNC);
 }
+
+/// The other way round: the server queues a task, and the runner in another process is woken
+/// at once rather than at its next safety poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_queued_by_another_process_on_sqlite_wakes_this_ones_runners() {
+    let db = Db::new(Backend::Sqlite).await;
+    let server = db.open().await;
+    let runner = db.open().await;
+    let alice = user(server.as_ref(), "alice").await;
+    let mut work = runner.work_signal();
+    // The user's row was a write too: let its wake-up pass before looking for the task's.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    work.borrow_and_update();
+    enqueue(server.as_ref(), alice, "queued by the server").await;
+    tokio::time::timeout(Duration::from_secs(30), work.changed())
+        .await
+        .expect("the runner's store is woken")
+        .unwrap();
+    let (task, _) = claim(runner.as_ref(), &roomy("runner")).await;
+    assert_eq!(task.prompt, "queued by the server");
+}
