@@ -251,10 +251,13 @@ impl<W: Work> Lifecycle<W> {
         let ready = async {
             let max_bytes = self.settings.git.limits.max_bytes;
             job.sandbox.copy_in(&checkout.path(), max_bytes).await?;
-            if setup_pending {
-                self.setup(job).await?;
+            let setup_ran = setup_pending && self.setup(job).await?;
+            // Only a setup, here or in a prepared image, or an image of the operator's own
+            // leaves files the task did not make; looking costs a round trip to the sandbox.
+            let image = &self.settings.image;
+            if setup_ran || !setup_pending || *image != berth_sandbox::default_image() {
+                workspace::exclude_setup_output(job.sandbox, checkout).await?;
             }
-            workspace::exclude_setup_output(job.sandbox, checkout).await?;
             phases::work_network(job, self.settings.egress.as_ref()).await
         };
         let egress = match ready.await {

@@ -14,10 +14,10 @@ use crate::{Context, Outcome, Published};
 
 impl<W: Work> Lifecycle<W> {
     /// Runs the repository's setup command, if one is configured (the sandbox still has the
-    /// network).
-    pub(super) async fn setup(&self, job: Job<'_>) -> Result<(), Ending> {
+    /// network); whether one ran.
+    pub(super) async fn setup(&self, job: Job<'_>) -> Result<bool, Ending> {
         let Some(command) = self.server_setup(job.task) else {
-            return Ok(());
+            return Ok(false);
         };
         // The setup runs with the network, whichever the sandbox came with (a warm pool's
         // containers wait without one).
@@ -33,7 +33,7 @@ impl<W: Work> Lifecycle<W> {
         };
         let done = job.exec_streamed(&request, Some("setup")).await?;
         if done.exit_code == Some(0) {
-            return Ok(());
+            return Ok(true);
         }
         Err(Ending::Failed(format!(
             "the setup command failed (exit code {}{})",
