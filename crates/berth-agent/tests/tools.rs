@@ -14,7 +14,7 @@ struct Guard(DockerSandbox);
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = Command::new("docker")
-            .args(["rm", "-f", self.0.id()])
+            .args(["rm", "-f", "-v", self.0.id()])
             .output();
     }
 }

@@ -111,7 +111,80 @@ async fn run() {
         ms(percentile(&mut trips, 99))
     );
     lookups(&docker).await;
+    copy_in_volume_against_layer(&docker, repo.path(), "10 MB").await;
+    let small = tempfile::tempdir().unwrap();
+    make_repo(small.path(), 100 << 10);
+    copy_in_volume_against_layer(&docker, small.path(), "100 KB").await;
     warm_against_cold(&docker).await;
+}
+
+/// The copy-in into a sandbox's own workspace volume (how a task's sandbox is made) against
+/// the obvious alternative, the container's own layer (on this engine's storage driver), in
+/// turns. A layer sandbox is made the way a prepared environment's is: from an image tagged
+/// under the environment images' name.
+async fn copy_in_volume_against_layer(docker: &bollard::Docker, repo: &Path, size: &str) {
+    let layered = berth_sandbox::environment::environment_image_name("bench", "layer");
+    let (repo_name, tag) = layered.split_once(':').unwrap();
+    let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(repo_name)
+        .tag(tag)
+        .build();
+    docker
+        .tag_image(&berth_sandbox::default_image(), Some(options))
+        .await
+        .unwrap();
+    let spec = |image: &str| SandboxSpec {
+        installation: "berth-test".to_string(),
+        task_id: format!("bench-copy-{}", uuid_ish()),
+        attempt: 1,
+        node_id: "berth-bench".into(),
+        image: image.to_string(),
+        limits: Limits::default(),
+    };
+    let (mut volume, mut layer) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        for (image, took) in [
+            (berth_sandbox::default_image(), &mut volume),
+            (layered.clone(), &mut layer),
+        ] {
+            let sandbox = DockerSandbox::create(docker, &spec(&image)).await.unwrap();
+            let started = Instant::now();
+            sandbox.copy_in(repo, 1 << 30).await.unwrap();
+            took.push(started.elapsed());
+            sandbox.destroy().await.unwrap();
+        }
+    }
+    let _ = docker
+        .remove_image(
+            &layered,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
+    let (volume_p50, layer_p50) = (percentile(&mut volume, 50), percentile(&mut layer, 50));
+    println!("copy-in of a {size} repository, {ROUNDS} rounds each:");
+    println!(
+        "  into the workspace volume (Berth)   p50 {:>7.1} ms   max {:>7.1} ms",
+        ms(volume_p50),
+        ms(percentile(&mut volume, 100))
+    );
+    println!(
+        "  into the container's layer          p50 {:>7.1} ms   max {:>7.1} ms",
+        ms(layer_p50),
+        ms(percentile(&mut layer, 100))
+    );
+    println!(
+        "  ratio volume / layer: {:.2}",
+        ms(volume_p50) / ms(layer_p50)
+    );
+}
+
+fn uuid_ish() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
 }
 
 /// What cold create no longer asks before each container: the image and the network.

@@ -47,7 +47,18 @@ impl Sandboxes for DockerSandboxes {
         Ok(Box::new(DockerSandbox::create(&self.docker, spec).await?))
     }
 
+    /// Also removes this installation's workspace volumes that no container holds any more:
+    /// Berth removes each with its container, but a container removed by hand (`docker rm`
+    /// without `-v`) leaves its volume.
     async fn task_sandboxes(&self, installation: &str) -> Result<Vec<TaskContainer>, SandboxError> {
+        let label = format!("{}={installation}", crate::LABEL_INSTALLATION);
+        let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
+        let options = bollard::query_parameters::PruneVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        if let Err(err) = self.docker.prune_volumes(Some(options)).await {
+            tracing::warn!(error = %err, "removing workspace volumes left behind failed");
+        }
         crate::task_containers(&self.docker, installation).await
     }
 

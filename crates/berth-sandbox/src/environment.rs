@@ -14,6 +14,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
+use crate::docker::Workspace;
 use crate::{
     engine_error, DockerSandbox, ExecRequest, ExecResult, Sandbox, SandboxError, SandboxSpec,
     Stream, LABEL_INSTALLATION, LABEL_KIND,
@@ -67,9 +68,20 @@ pub async fn image_id(docker: &Docker, image: &str) -> Result<String, SandboxErr
         .ok_or_else(|| SandboxError::Engine(format!("image {image} has no id")))
 }
 
+/// What every environment image's name starts with.
+const ENVIRONMENT_IMAGE_PREFIX: &str = "berth-env-";
+
 /// The name an environment image is tagged with.
 pub fn environment_image_name(installation: &str, key: &str) -> String {
-    format!("berth-env-{}:{key}", installation.to_ascii_lowercase())
+    format!(
+        "{ENVIRONMENT_IMAGE_PREFIX}{}:{key}",
+        installation.to_ascii_lowercase()
+    )
+}
+
+/// Whether `image` is a prepared environment, whose `/workspace` holds what its setup made.
+pub fn is_environment_image(image: &str) -> bool {
+    image.starts_with(ENVIRONMENT_IMAGE_PREFIX)
 }
 
 /// This installation's prepared images, most recently used first.
@@ -179,8 +191,10 @@ pub async fn build_environment(
     build: EnvironmentBuild<'_>,
     on_output: &mut (dyn for<'b> FnMut(Stream, &'b [u8]) + Send),
 ) -> Result<Built, SandboxError> {
+    // The workspace in the container's own layer: `docker commit` keeps no volume.
+    let (container, variables) = (&build.container, build.variables.clone());
     let sandbox =
-        DockerSandbox::create_with_env(docker, &build.container, build.variables.clone()).await?;
+        DockerSandbox::create_with_env(docker, container, variables, Workspace::Layer).await?;
     let built = prepare_and_commit(docker, &sandbox, &build, on_output).await;
     if let Err(err) = sandbox.destroy().await {
         tracing::warn!(error = %err, "removing the environment's build container failed; the sweep will");

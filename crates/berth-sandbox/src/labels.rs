@@ -170,9 +170,12 @@ pub(crate) async fn list_kind(
         .collect())
 }
 
-/// Removes a container, running or not; one already gone is fine.
+/// Removes a container, running or not, with its workspace volume; one already gone is fine.
 pub async fn remove_container(docker: &Docker, id: &str) -> Result<(), SandboxError> {
-    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
     match docker.remove_container(id, Some(options)).await {
         Ok(()) => Ok(()),
         Err(err) => match engine_error(err) {

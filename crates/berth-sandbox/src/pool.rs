@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::docker::workspace_for;
 use crate::labels::{self, list_kind, unix_now, KIND_POOL, POOL_NAME_PREFIX};
 use crate::{
     engine_error, DockerSandbox, DockerSandboxes, Limits, NetworkPolicy, Sandbox, SandboxError,
@@ -360,8 +361,16 @@ impl Inner {
         labels: HashMap<String, String>,
         name: &str,
     ) -> Result<DockerSandbox, SandboxError> {
-        let sandbox =
-            DockerSandbox::start_new(&self.docker, image, limits, labels, name, Vec::new()).await?;
+        let sandbox = DockerSandbox::start_new(
+            &self.docker,
+            image,
+            limits,
+            labels,
+            name,
+            Vec::new(),
+            workspace_for(image),
+        )
+        .await?;
         if let Err(err) = sandbox.set_network(NetworkPolicy::None).await {
             self.discard(sandbox.id()).await;
             return Err(err);

@@ -89,7 +89,7 @@ fn remove_labelled(label: &str) {
         .unwrap();
     for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
         let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", id])
+            .args(["rm", "-f", "-v", id])
             .output();
     }
 }

@@ -22,7 +22,7 @@ struct Guard(DockerSandbox);
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = Command::new("docker")
-            .args(["rm", "-f", self.0.id()])
+            .args(["rm", "-f", "-v", self.0.id()])
             .output();
     }
 }
@@ -424,10 +424,16 @@ async fn runs_as_non_root_with_no_capabilities_and_nothing_mounted() {
         )
         .await
         .unwrap();
-    assert!(
-        inspected.mounts.unwrap_or_default().is_empty(),
-        "no host paths mounted"
+    // One mount: the workspace's own volume, made for this container; no host path.
+    let mounts = inspected.mounts.unwrap_or_default();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0].destination.as_deref(), Some("/workspace"));
+    assert_eq!(
+        mounts[0].typ,
+        Some(bollard::models::MountPointTypeEnum::VOLUME),
+        "{mounts:?}"
     );
+    let volume = mounts[0].name.clone().expect("the volume's name");
     let host = inspected.host_config.unwrap();
     assert_eq!(host.memory, Some(2 << 30));
     assert_eq!(
@@ -438,6 +444,62 @@ async fn runs_as_non_root_with_no_capabilities_and_nothing_mounted() {
     assert_eq!(host.nano_cpus, Some(1_000_000_000));
     assert_eq!(host.pids_limit, Some(512));
     assert_eq!(host.privileged, Some(false));
+    // The volume goes with the sandbox.
+    sandbox.0.destroy().await.unwrap();
+    let gone = docker.inspect_volume(&volume).await;
+    assert!(
+        gone.is_err(),
+        "the workspace volume outlived its sandbox: {gone:?}"
+    );
+}
+
+/// A workspace volume whose container was removed by hand, without it, is removed by the
+/// next sweep's look for leftovers; another installation's is left alone.
+#[tokio::test]
+async fn a_workspace_volume_left_behind_goes_with_the_next_sweep() {
+    let Some(docker) = engine().await else { return };
+    let ours = format!("install-{}", uuid::Uuid::now_v7().simple());
+    let theirs = format!("install-{}", uuid::Uuid::now_v7().simple());
+    let mut volumes = Vec::new();
+    for installation in [&ours, &theirs] {
+        let spec = SandboxSpec {
+            installation: installation.clone(),
+            ..spec("node-a", Limits::default())
+        };
+        let sandbox = DockerSandbox::create(&docker, &spec).await.unwrap();
+        let inspected = docker
+            .inspect_container(
+                sandbox.id(),
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .unwrap();
+        let mounts = inspected.mounts.unwrap_or_default();
+        volumes.push(mounts[0].name.clone().expect("a workspace volume"));
+        let removed = Command::new("docker")
+            .args(["rm", "-f", sandbox.id()])
+            .output()
+            .unwrap();
+        assert!(removed.status.success());
+    }
+    let sandboxes = berth_sandbox::DockerSandboxes::new(docker.clone());
+    let found = berth_sandbox::Sandboxes::task_sandboxes(&sandboxes, &ours)
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    let ours_left = docker.inspect_volume(&volumes[0]).await;
+    let theirs_left = docker.inspect_volume(&volumes[1]).await;
+    let _ = docker
+        .remove_volume(
+            &volumes[1],
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await;
+    assert!(ours_left.is_err(), "our leftover volume stayed");
+    assert!(
+        theirs_left.is_ok(),
+        "another installation's volume was removed"
+    );
 }
 
 /// A sweep finds an installation's task containers by their labels, whatever node made them,
@@ -523,7 +585,9 @@ async fn images_without_git_or_that_are_missing_are_refused() {
         .unwrap()
         .status
         .success());
-    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "-v", &name])
+        .output();
 
     let refused = berth_sandbox::check_image(&docker, &image).await;
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();

@@ -1,8 +1,11 @@
 //! The Docker backend of [`Sandbox`], on bollard. Containers run the image's non-root user with
 //! every capability dropped, `no-new-privileges`, memory (no swap), CPU and process limits, no
-//! mounts and no Docker socket; labels name their task, attempt and node.
+//! mount but a volume of their own for `/workspace`, and no Docker socket; labels name their
+//! task, attempt and node.
 
 mod create;
+
+pub(crate) use create::{workspace_for, Workspace};
 
 use std::path::Path;
 
@@ -27,6 +30,8 @@ use crate::{
     Stream,
 };
 
+/// Marks the copy stopped at its bound, through the engine client's error.
+const WORKSPACE_TOO_LARGE: &str = "the workspace is larger than its bound";
 /// Largest diff read out of a container.
 const MAX_DIFF_BYTES: usize = 64 << 20;
 /// What a bookkeeping command left: its exit code and output, bounded.
@@ -176,85 +181,47 @@ impl Sandbox for DockerSandbox {
         &self.id
     }
 
-    /// Streams the workspace into `tar -x` run in the container as the sandbox user, rather
-    /// than through the engine's archive endpoint: an exec costs the engine less than its
-    /// archive helper does (see README, "Sandbox start figures"). Nothing runs as root, and
-    /// the archive never touches the host's disk or memory whole.
     async fn copy_in(&self, dir: &Path, max_bytes: u64) -> Result<(), SandboxError> {
+        // Its output is streamed to the engine, never held whole in memory.
         let mut tar = crate::pack_workspace(dir)?;
-        let mut packed_out = tar.stdout.take().expect("stdout is piped");
-        let options = CreateExecOptions {
-            // GNU tar stops at the archive's end marker, whether or not stdin is closed.
-            cmd: Some(vec!["tar", "-x", "-f", "-", "-C", "/workspace"]),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let exec = (self.docker.create_exec(&self.id, options).await).map_err(engine_error)?;
-        let started = (self.docker.start_exec(&exec.id, None).await).map_err(engine_error)?;
-        let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = started
-        else {
-            return Err(SandboxError::Other(
-                "the copy-in's exec was detached".into(),
-            ));
-        };
-        let feed = async {
-            let mut sent = 0u64;
-            let mut buffer = vec![0u8; 64 * 1024];
-            loop {
-                let n = tokio::io::AsyncReadExt::read(&mut packed_out, &mut buffer).await?;
-                if n == 0 {
-                    break;
-                }
-                sent += n as u64;
-                if sent > max_bytes {
-                    // Ends tar's input, so that it stops too.
-                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut input).await;
-                    return Ok(false);
-                }
-                tokio::io::AsyncWriteExt::write_all(&mut input, &buffer[..n]).await?;
+        let stdout = tar.stdout.take().expect("stdout is piped");
+        let mut sent = 0u64;
+        // The engine client wraps the stream's error in its own, so the bound being hit is
+        // told by this flag rather than read back from the error's text.
+        let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let over_seen = over.clone();
+        let counted = tokio_util::io::ReaderStream::new(stdout).map(move |chunk| {
+            let chunk = chunk?;
+            sent += chunk.len() as u64;
+            if sent > max_bytes {
+                over_seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(std::io::Error::other(WORKSPACE_TOO_LARGE));
             }
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut input).await;
-            Ok::<bool, std::io::Error>(true)
-        };
-        let mut messages = BoundedOutput::new(4096);
-        let read = async {
-            while let Some(chunk) = output.next().await {
-                match chunk.map_err(engine_error)? {
-                    bollard::container::LogOutput::StdOut { message }
-                    | bollard::container::LogOutput::StdErr { message } => messages.push(&message),
-                    _ => {}
-                }
-            }
-            Ok::<(), SandboxError>(())
-        };
-        let (fed, read) = tokio::join!(feed, read);
+            Ok(chunk)
+        });
+        let options = UploadToContainerOptionsBuilder::default()
+            .path("/workspace")
+            .build();
+        let uploaded = self
+            .docker
+            .upload_to_container(&self.id, Some(options), bollard::body_try_stream(counted))
+            .await;
         let _ = tar.start_kill();
         let packed = tar.wait_with_output().await?;
-        if !fed? {
-            // The half-written workspace goes with the sandbox.
-            return Err(SandboxError::WorkspaceTooLarge {
-                limit_mib: max_bytes >> 20,
-            });
-        }
-        read?;
-        if !packed.status.success() && packed.status.code().is_some() {
-            return Err(SandboxError::Other(format!(
-                "packing the workspace failed: {}",
-                String::from_utf8_lossy(&packed.stderr).trim()
-            )));
-        }
-        let inspected = (self.docker.inspect_exec(&exec.id).await).map_err(engine_error)?;
-        match inspected.exit_code {
-            Some(0) => Ok(()),
-            code => Err(SandboxError::Other(format!(
-                "unpacking the workspace in the sandbox failed ({code:?}): {}",
-                String::from_utf8_lossy(&messages.into_bytes()).trim()
-            ))),
+        match uploaded {
+            Err(_) if over.load(std::sync::atomic::Ordering::Relaxed) => {
+                Err(SandboxError::WorkspaceTooLarge {
+                    limit_mib: max_bytes >> 20,
+                })
+            }
+            Err(err) => Err(engine_error(err)),
+            Ok(()) if !packed.status.success() && packed.status.code().is_some() => {
+                Err(SandboxError::Other(format!(
+                    "packing the workspace failed: {}",
+                    String::from_utf8_lossy(&packed.stderr).trim()
+                )))
+            }
+            Ok(()) => Ok(()),
         }
     }
 

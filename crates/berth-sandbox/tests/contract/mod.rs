@@ -27,7 +27,7 @@ pub struct Guard(pub Box<dyn Sandbox>);
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = Command::new("docker")
-            .args(["rm", "-f", self.0.id()])
+            .args(["rm", "-f", "-v", self.0.id()])
             .output();
     }
 }
