@@ -16,8 +16,8 @@ use bollard::Docker;
 
 use crate::docker::Workspace;
 use crate::{
-    engine_error, DockerSandbox, ExecRequest, ExecResult, Sandbox, SandboxError, SandboxSpec,
-    Stream, LABEL_INSTALLATION, LABEL_KIND,
+    engine_error, DockerSandbox, ExecRequest, ExecResult, NetworkPolicy, Sandbox, SandboxError,
+    SandboxSpec, Stream, LABEL_INSTALLATION, LABEL_KIND,
 };
 
 /// The cache key of an environment image.
@@ -212,6 +212,7 @@ async fn prepare_and_commit(
         .copy_in(build.workspace, build.max_workspace_bytes)
         .await?;
     if let Some(setup) = &build.setup {
+        sandbox.set_network(NetworkPolicy::Full).await?;
         let ran = sandbox.exec(setup, on_output).await?;
         if ran.exit_code != Some(0) {
             return Ok(Built::SetupFailed(ran));

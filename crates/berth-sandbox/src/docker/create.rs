@@ -1,15 +1,13 @@
-//! Making a sandbox's container: created with its limits and labels on the sandbox network,
-//! started, and handed back as a [`DockerSandbox`] (also for a warm pool's containers).
+//! Making a sandbox's container: created with its limits and labels and no network, started,
+//! and handed back as a [`DockerSandbox`] (also for a warm pool's containers).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTypeEnum, MountVolumeOptions};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use bollard::Docker;
 
 use super::DockerSandbox;
-use crate::network::{ensure_sandbox_network, SANDBOX_NETWORK};
 use crate::{engine_error, Limits, Sandbox, SandboxError, SandboxSpec};
 
 /// Where a container's `/workspace` lives.
@@ -31,19 +29,6 @@ pub(crate) fn workspace_for(image: &str) -> Workspace {
         true => Workspace::Layer,
         false => Workspace::Volume,
     }
-}
-
-/// Whether this process has seen the sandbox network in place and isolated: checked before
-/// the first container, not before each one.
-static NETWORK_CHECKED: AtomicBool = AtomicBool::new(false);
-
-/// The engine's answer to starting a container whose network is not there.
-fn is_missing_network(err: &bollard::errors::Error) -> bool {
-    matches!(
-        err,
-        bollard::errors::Error::DockerResponseServerError { status_code: 404, message }
-            if message.contains("network")
-    )
 }
 
 impl DockerSandbox {
@@ -75,10 +60,8 @@ impl DockerSandbox {
     }
 
     /// Creates and starts a container of `image` under `name` and `labels`, with `env` in its
-    /// environment. The engine is
-    /// asked as little as it can be: no image look-up (the create's answer says when it is
-    /// missing) and the network checked once per process (a start that finds it gone makes it
-    /// again).
+    /// environment. The engine is asked as little as it can be: no image look-up (the create's
+    /// answer says when it is missing), and no network until one is asked for.
     pub(crate) async fn start_new(
         docker: &Docker,
         image: &str,
@@ -108,7 +91,9 @@ impl DockerSandbox {
             memory_swap: Some(limits.memory_bytes as i64),
             nano_cpus: Some((limits.cpus * 1e9) as i64),
             pids_limit: Some(limits.pids),
-            network_mode: Some(SANDBOX_NETWORK.into()),
+            // No network until a phase asks for one (`Sandbox::set_network`): most tasks never
+            // do, and a bridge endpoint made and torn down costs each container 60-90 ms.
+            network_mode: Some("none".into()),
             // PID 1 reaps orphans; otherwise killed commands linger as zombies and a fork
             // bomb's leftovers hold the process limit forever.
             init: Some(true),
@@ -126,10 +111,6 @@ impl DockerSandbox {
             host_config: Some(host_config),
             ..Default::default()
         };
-        if !NETWORK_CHECKED.load(Ordering::Relaxed) {
-            ensure_sandbox_network(docker).await?;
-            NETWORK_CHECKED.store(true, Ordering::Relaxed);
-        }
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         let created = docker
             .create_container(Some(options), body)
@@ -139,21 +120,11 @@ impl DockerSandbox {
                 other => other,
             })?;
         let sandbox = Self::adopt(docker, created.id, limits);
-        let start = || {
-            docker.start_container(
-                &sandbox.id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-        };
-        let started = match start().await {
-            // Removed since this process checked it: made again, and the start retried.
-            Err(err) if is_missing_network(&err) => match ensure_sandbox_network(docker).await {
-                Ok(()) => start().await.map_err(engine_error),
-                Err(err) => Err(err),
-            },
-            other => other.map_err(engine_error),
-        };
-        if let Err(err) = started {
+        let started = docker.start_container(
+            &sandbox.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        );
+        if let Err(err) = started.await.map_err(engine_error) {
             let _ = sandbox.destroy().await;
             return Err(err);
         }

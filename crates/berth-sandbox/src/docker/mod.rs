@@ -409,6 +409,15 @@ impl Sandbox for DockerSandbox {
             }
         };
         let connected = self.networks().await?;
+        // A container made without a network is in Docker's `none` mode, which admits no
+        // other network until it is left.
+        if wanted.is_some() && connected.contains_key("none") {
+            let request = NetworkDisconnectRequest {
+                container: Some(self.id.clone()),
+                force: Some(true),
+            };
+            (self.docker.disconnect_network("none", request).await).map_err(engine_error)?;
+        }
         for name in [SANDBOX_NETWORK, EGRESS_NETWORK] {
             let here = connected.contains_key(name);
             if here && wanted != Some(name) {
