@@ -174,13 +174,22 @@ enum Wait {
 
 /// Locks and returns the most deserving user (see `Queue::claim_next_task`) with claimable
 /// work and room under the per-user limit, if the node has room; `passed` are left out.
+///
+/// Waiting for the first holds no other row meanwhile, so it can close no cycle of waits: the
+/// choice is made unlocked, and then that one row is locked by its key and checked again. (A
+/// `FOR UPDATE` over the ordered choice would keep the rows it waited for and found changed,
+/// and then wait for the next one: it deadlocked against finishes holding a task's row.)
 async fn pick_user(
     conn: &mut PgConnection,
     limits: &ClaimLimits,
     passed: &[uuid::Uuid],
     wait: Wait,
 ) -> Result<Option<uuid::Uuid>> {
-    Ok(sqlx::query_scalar(&format!(
+    let lock = match wait {
+        Wait::SkipLocked => " FOR UPDATE OF u SKIP LOCKED",
+        Wait::ForFirst => "",
+    };
+    let chosen: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
         "SELECT u.user_id FROM queue_users u
          WHERE u.queued > 0 AND u.running < $1 AND u.user_id <> ALL($2)
            AND EXISTS (SELECT 1 FROM tasks q WHERE q.owner_id = u.user_id
@@ -190,18 +199,24 @@ async fn pick_user(
          ORDER BY u.running, u.last_claimed_at,
            (SELECT o.id FROM tasks o WHERE o.owner_id = u.user_id AND o.status = 'queued'
             ORDER BY o.id LIMIT 1)
-         LIMIT 1 FOR UPDATE OF u{skip}",
+         LIMIT 1{lock}",
         now = Postgres::NOW,
-        skip = if wait == Wait::SkipLocked {
-            " SKIP LOCKED"
-        } else {
-            ""
-        }
     ))
     .bind(limits.per_user_limit)
     .bind(passed)
     .bind(&limits.node_id)
     .bind(limits.node_capacity)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (Wait::ForFirst, Some(user_id)) = (wait, chosen) else {
+        return Ok(chosen);
+    };
+    Ok(sqlx::query_scalar(
+        "SELECT user_id FROM queue_users WHERE user_id = $1 AND queued > 0 AND running < $2 \
+         FOR UPDATE",
+    )
+    .bind(user_id)
+    .bind(limits.per_user_limit)
     .fetch_optional(conn)
     .await?)
 }
