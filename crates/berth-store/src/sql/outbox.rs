@@ -156,30 +156,16 @@ where
             _ if ended => "task.ended",
             _ => return Ok(()),
         };
-        let endpoints: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM webhook_endpoints WHERE owner_id = $1 AND deleted_at IS NULL \
-             ORDER BY id",
-        )
-        .bind(owner_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let from_github = ended && {
-            let linked: Option<i64> =
-                sqlx::query_scalar("SELECT installation_id FROM github_tasks WHERE task_id = $1")
-                    .bind(task_id.0)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            linked.is_some()
-        };
+        let Listeners {
+            endpoints,
+            subscriptions,
+            from_github,
+        } = Self::listeners(conn, task_id, owner_id, ended).await?;
         if from_github {
             let id = format!("github-ended:{task_id}:{seq}");
             let message = serde_json::json!({ "kind": "task_ended", "task_id": task_id });
             Self::enqueue_in(conn, &id, "github", message).await?;
         }
-        let subscriptions = match ended {
-            true => Self::push_subscription_ids(conn, owner_id).await?,
-            false => Vec::new(),
-        };
         if endpoints.is_empty() && subscriptions.is_empty() {
             return Ok(());
         }
@@ -195,6 +181,48 @@ where
             Self::enqueue_in(conn, &webhook_message_id(), "webhook", message).await?;
         }
         Ok(())
+    }
+
+    /// Who hears of a task's news, in one read (it runs in every claim's and every ending's
+    /// transaction): the owner's webhook endpoints; and of an ending, the owner's push
+    /// subscriptions and whether the task came from GitHub.
+    async fn listeners(
+        conn: &mut Conn<D>,
+        task_id: TaskId,
+        owner_id: Uuid,
+        ended: bool,
+    ) -> Result<Listeners> {
+        const WEBHOOK: i64 = 1;
+        const PUSH: i64 = 2;
+        const GITHUB: i64 = 3;
+        let mut sql = format!(
+            "SELECT CAST({WEBHOOK} AS BIGINT), id FROM webhook_endpoints \
+             WHERE owner_id = $1 AND deleted_at IS NULL"
+        );
+        if ended {
+            sql.push_str(&format!(
+                " UNION ALL SELECT CAST({PUSH} AS BIGINT), id FROM push_subscriptions \
+                 WHERE owner_id = $1 \
+                 UNION ALL SELECT CAST({GITHUB} AS BIGINT), task_id FROM github_tasks \
+                 WHERE task_id = $2"
+            ));
+        }
+        sql.push_str(" ORDER BY 1, 2");
+        let query = sqlx::query_as(&sql).bind(owner_id);
+        let query = match ended {
+            true => query.bind(task_id.0),
+            false => query,
+        };
+        let rows: Vec<(i64, Uuid)> = query.fetch_all(conn).await?;
+        let mut listeners = Listeners::default();
+        for (kind, id) in rows {
+            match kind {
+                WEBHOOK => listeners.endpoints.push(id),
+                PUSH => listeners.subscriptions.push(id),
+                _ => listeners.from_github = true,
+            }
+        }
+        Ok(listeners)
     }
 
     /// The task as a webhook tells it, read in the caller's transaction, and the time.
@@ -245,4 +273,12 @@ where
             },
         }))
     }
+}
+
+/// Who hears of a task's news (see `SqlStore::listeners`).
+#[derive(Default)]
+struct Listeners {
+    endpoints: Vec<Uuid>,
+    subscriptions: Vec<Uuid>,
+    from_github: bool,
 }

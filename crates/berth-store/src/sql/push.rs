@@ -116,19 +116,6 @@ where
     i64: Column<D::Db>,
     usize: ColumnIndex<Row<D>>,
 {
-    /// The owner's subscriptions, read in the caller's transaction.
-    pub(super) async fn push_subscription_ids(
-        conn: &mut Conn<D>,
-        owner_id: Uuid,
-    ) -> Result<Vec<Uuid>> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM push_subscriptions WHERE owner_id = $1 ORDER BY id")
-                .bind(owner_id)
-                .fetch_all(conn)
-                .await?,
-        )
-    }
-
     /// Queues the news that a task ended (`task`, as `task_news` tells it; the task's
     /// `seq`-th event) for each of `subscriptions`, once each: the message id names the
     /// subscription, the task and the event.
