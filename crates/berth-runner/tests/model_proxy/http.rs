@@ -118,8 +118,12 @@ async fn a_streamed_turn_passes_through_unchanged_with_the_real_key_and_is_count
 
     eventually(
         Duration::from_secs(10),
-        "the turn's usage is stored",
-        || async { attempt.task().await.usage.output_tokens == 400 },
+        "the turn's usage and its event are stored",
+        // Two writes: the task's counts, then the event.
+        || async {
+            attempt.task().await.usage.output_tokens == 400
+                && !attempt.usage_events().await.is_empty()
+        },
     )
     .await;
     let usage = attempt.task().await.usage;
@@ -288,8 +292,11 @@ async fn the_openai_chat_api_is_passed_through_with_the_real_key_and_counted() {
 
     eventually(
         Duration::from_secs(10),
-        "the answer's usage is stored",
-        || async { attempt.task().await.usage.output_tokens == 15 },
+        "the answer's usage and its event are stored",
+        || async {
+            attempt.task().await.usage.output_tokens == 15
+                && !attempt.usage_events().await.is_empty()
+        },
     )
     .await;
     let usage = attempt.task().await.usage;
