@@ -143,8 +143,12 @@ impl DockerSandbox {
     }
 
     async fn kill_group(&self, pid_file: &str) {
-        // bash's own `kill`: dash's signals only the group's leader.
-        let script = format!("kill -KILL -- -$(cat {pid_file}) 2>/dev/null; rm -f {pid_file}");
+        // bash's own `kill`: dash's signals only the group's leader. Its exit status is the
+        // kill's, so a kill that could not start (no slot for `cat`) is told apart.
+        let script = format!(
+            "group=$(cat {pid_file}) && kill -KILL -- \"-$group\" 2>/dev/null; done=$?; \
+             rm -f {pid_file}; exit $done"
+        );
         if matches!(
             self.run_raw(&["bash", "-c", &script], 4096).await,
             Ok(Ran { exit_code: 0, .. })
@@ -152,19 +156,28 @@ impl DockerSandbox {
             return;
         }
         // A fork bomb holds every process slot, so not even the kill can start: lift the limit
-        // for a moment, kill the whole group at once, and put the limit back.
+        // for a moment, kill the whole group at once, and put the limit back. The bomb races
+        // the kill for the slots lifted, so each try lifts more.
         let lift = |pids| ContainerUpdateBody {
             pids_limit: Some(pids),
             ..Default::default()
         };
-        if let Err(err) = self
-            .docker
-            .update_container(&self.id, lift(self.pids + 64))
-            .await
-        {
-            tracing::warn!(container = %self.id, error = %err, "cannot lift the process limit to kill a command");
+        for more in [64, 512, 4096] {
+            if let Err(err) = self
+                .docker
+                .update_container(&self.id, lift(self.pids + more))
+                .await
+            {
+                tracing::warn!(container = %self.id, error = %err, "cannot lift the process limit to kill a command");
+                break;
+            }
+            if matches!(
+                self.run_raw(&["bash", "-c", &script], 4096).await,
+                Ok(Ran { exit_code: 0, .. })
+            ) {
+                break;
+            }
         }
-        let _ = self.run_raw(&["bash", "-c", &script], 4096).await;
         if let Err(err) = self
             .docker
             .update_container(&self.id, lift(self.pids))

@@ -52,7 +52,12 @@ pub async fn pump(
                     }
                 }
                 None => {
-                    let (code, reason) = closing.take().unwrap_or((1000, "done".into()));
+                    // The producer's frames end before it says why (its outbox goes first):
+                    // wait for the reason rather than take the end for the task's.
+                    let (code, reason) = match closing.take() {
+                        Some(closing) => closing,
+                        None => (&mut close).await.unwrap_or((1000, "done".into())),
+                    };
                     let frame = CloseFrame { code, reason: reason.into() };
                     close_with(&mut sink, &mut incoming, frame, stall).await;
                     return;
