@@ -165,7 +165,7 @@ where
                 .await?;
         }
         let notice = EventNotice::user_changed(user_id);
-        D::notify_event(&mut tx, notice).await?;
+        D::notify_account(&mut tx, notice).await?;
         tx.commit().await?;
         self.notify_subscribers(Some(notice));
         self.get_account(user_id).await
@@ -223,7 +223,7 @@ where
         .await?;
         let notice = user_id.map(|id| EventNotice::user_changed(id.into()));
         if let Some(notice) = notice {
-            D::notify_event(&mut tx, notice).await?;
+            D::notify_account(&mut tx, notice).await?;
         }
         tx.commit().await?;
         self.notify_subscribers(notice);

@@ -7,6 +7,7 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
+use super::outbox::News;
 use super::{Args, Column, Conn, Dialect, Row, SqlStore};
 use crate::rows::{self, EventRow};
 use crate::signal::EventNotice;
@@ -70,28 +71,41 @@ where
             seq,
             attempt,
         } = taken;
-        if kind == EventKind::Status {
-            Self::queue_task_news(conn, task_id, owner_id, seq, &payload).await?;
-        }
-        sqlx::query(&format!(
+        let news = match kind {
+            EventKind::Status => News::of(seq, &payload),
+            _ => None,
+        };
+        // The insert counts who hears of the news it tells, if any: one statement when
+        // nobody does, as for most tasks.
+        let heard = match news {
+            Some(news) => news.listener_count_sql("$6", "$1"),
+            None => "CAST(0 AS BIGINT)".to_string(),
+        };
+        let sql = format!(
             "INSERT INTO task_events (task_id, seq, attempt, kind, payload, created_at) \
-             VALUES ($1, $2, $3, $4, $5, {now})",
+             VALUES ($1, $2, $3, $4, $5, {now}) RETURNING {heard}",
             now = D::NOW
-        ))
-        .bind(task_id.0)
-        .bind(seq)
-        .bind(attempt)
-        .bind(kind.as_str())
-        .bind(Json(payload))
-        .execute(&mut *conn)
-        .await?;
-        let notice = EventNotice {
+        );
+        let query = sqlx::query_scalar(&sql)
+            .bind(task_id.0)
+            .bind(seq)
+            .bind(attempt)
+            .bind(kind.as_str())
+            .bind(Json(payload));
+        let query = match news {
+            Some(_) => query.bind(owner_id),
+            None => query,
+        };
+        let heard: i64 = query.fetch_one(&mut *conn).await?;
+        if let Some(news) = news.filter(|_| heard > 0) {
+            Self::queue_task_news(conn, task_id, owner_id, seq, news).await?;
+        }
+        // Other nodes hear of it from the row itself (PostgreSQL's `task_events_announce`).
+        Ok(EventNotice {
             task_id,
             owner_id: owner_id.into(),
             seq,
-        };
-        D::notify_event(conn, notice).await?;
-        Ok(notice)
+        })
     }
 }
 

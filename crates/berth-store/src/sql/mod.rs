@@ -47,10 +47,10 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
 
     /// How many rows a statement changed.
     fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
-    /// Tells other nodes, once the transaction commits, that a task may be claimable.
-    fn notify_work(conn: &mut Conn<Self>) -> impl Future<Output = Result<()>> + Send;
-    /// Tells other nodes' stream subscribers, once the transaction commits, about `notice`.
-    fn notify_event(
+    /// Tells other nodes' stream subscribers, once the transaction commits, about `notice`:
+    /// a change to an account. (Task events and newly queued tasks are announced by the
+    /// rows themselves: PostgreSQL's triggers, migration 0019.)
+    fn notify_account(
         conn: &mut Conn<Self>,
         notice: EventNotice,
     ) -> impl Future<Output = Result<()>> + Send;

@@ -1,7 +1,7 @@
 //! The outbox: messages written in the transaction of what they tell, and handed to senders
 //! until acknowledged. A claim holds a message for a lease, so a sender that dies gives it up
 //! by itself; an acknowledged message is never handed out again. Status events queue the news
-//! of a task here ([`SqlStore::queue_task_news`]).
+//! of a task here ([`SqlStore::queue_task_news`]), when someone hears of it ([`News`]).
 
 use async_trait::async_trait;
 use berth_proto::TaskId;
@@ -137,30 +137,20 @@ where
         Ok(D::rows_affected(&done) == 1)
     }
 
-    /// What a status event (`payload`, the task's `seq`-th event) tells others, queued in the
-    /// transaction that wrote it: to the owner's webhook endpoints, the task's creation (its
-    /// first event), each start and each ending; to GitHub, the ending of a task that came
-    /// from there; to each of the owner's push subscriptions, each ending.
+    /// Queues `news` of a task for those who hear of it (see [`News`]), in the transaction
+    /// that wrote the status event telling it.
     pub(super) async fn queue_task_news(
         conn: &mut Conn<D>,
         task_id: TaskId,
         owner_id: Uuid,
         seq: i64,
-        payload: &serde_json::Value,
+        news: News,
     ) -> Result<()> {
-        let status = payload["status"].as_str().unwrap_or_default();
-        let ended = berth_proto::TaskStatus::parse(status).is_some_and(|s| s.is_terminal());
-        let event_type = match status {
-            "queued" if seq == 1 => "task.created",
-            "running" => "task.started",
-            _ if ended => "task.ended",
-            _ => return Ok(()),
-        };
         let Listeners {
             endpoints,
             subscriptions,
             from_github,
-        } = Self::listeners(conn, task_id, owner_id, ended).await?;
+        } = Self::listeners(conn, task_id, owner_id, news.ended).await?;
         if from_github {
             let id = format!("github-ended:{task_id}:{seq}");
             let message = serde_json::json!({ "kind": "task_ended", "task_id": task_id });
@@ -173,7 +163,7 @@ where
         Self::queue_push_news(conn, task_id, seq, &data["task"], &subscriptions).await?;
         for endpoint in endpoints {
             let body = serde_json::json!({
-                "type": event_type,
+                "type": news.event_type,
                 "timestamp": data["timestamp"],
                 "data": data["task"],
             });
@@ -183,31 +173,15 @@ where
         Ok(())
     }
 
-    /// Who hears of a task's news, in one read (it runs in every claim's and every ending's
-    /// transaction): the owner's webhook endpoints; and of an ending, the owner's push
-    /// subscriptions and whether the task came from GitHub.
+    /// Who hears of a task's news, in one read: the owner's webhook endpoints; and of an
+    /// ending, the owner's push subscriptions and whether the task came from GitHub.
     async fn listeners(
         conn: &mut Conn<D>,
         task_id: TaskId,
         owner_id: Uuid,
         ended: bool,
     ) -> Result<Listeners> {
-        const WEBHOOK: i64 = 1;
-        const PUSH: i64 = 2;
-        const GITHUB: i64 = 3;
-        let mut sql = format!(
-            "SELECT CAST({WEBHOOK} AS BIGINT), id FROM webhook_endpoints \
-             WHERE owner_id = $1 AND deleted_at IS NULL"
-        );
-        if ended {
-            sql.push_str(&format!(
-                " UNION ALL SELECT CAST({PUSH} AS BIGINT), id FROM push_subscriptions \
-                 WHERE owner_id = $1 \
-                 UNION ALL SELECT CAST({GITHUB} AS BIGINT), task_id FROM github_tasks \
-                 WHERE task_id = $2"
-            ));
-        }
-        sql.push_str(" ORDER BY 1, 2");
+        let sql = format!("{} ORDER BY 1, 2", listeners_sql(ended, "$1", "$2"));
         let query = sqlx::query_as(&sql).bind(owner_id);
         let query = match ended {
             true => query.bind(task_id.0),
@@ -273,6 +247,61 @@ where
             },
         }))
     }
+}
+
+/// What a status event tells others: to the owner's webhook endpoints, the task's creation
+/// (its first event), each start and each ending; to GitHub, the ending of a task that came
+/// from there; to each of the owner's push subscriptions, each ending.
+#[derive(Clone, Copy)]
+pub(super) struct News {
+    event_type: &'static str,
+    ended: bool,
+}
+
+impl News {
+    /// The news a status event (`payload`, the task's `seq`-th event) carries, if any.
+    pub(super) fn of(seq: i64, payload: &serde_json::Value) -> Option<News> {
+        let status = payload["status"].as_str().unwrap_or_default();
+        let ended = berth_proto::TaskStatus::parse(status).is_some_and(|s| s.is_terminal());
+        let event_type = match status {
+            "queued" if seq == 1 => "task.created",
+            "running" => "task.started",
+            _ if ended => "task.ended",
+            _ => return None,
+        };
+        Some(News { event_type, ended })
+    }
+
+    /// A scalar subquery counting who hears of this news, for the statement that writes its
+    /// event to return (most tasks have no listener, and then that one statement is all).
+    /// `owner` and `task` are the statement's placeholders for the task's owner and id.
+    pub(super) fn listener_count_sql(&self, owner: &str, task: &str) -> String {
+        format!(
+            "(SELECT COUNT(*) FROM ({}) heard)",
+            listeners_sql(self.ended, owner, task)
+        )
+    }
+}
+
+const WEBHOOK: i64 = 1;
+const PUSH: i64 = 2;
+const GITHUB: i64 = 3;
+
+/// `(kind, id)` rows of those who hear of a task's news (see [`News`]).
+fn listeners_sql(ended: bool, owner: &str, task: &str) -> String {
+    let mut sql = format!(
+        "SELECT CAST({WEBHOOK} AS BIGINT), id FROM webhook_endpoints \
+         WHERE owner_id = {owner} AND deleted_at IS NULL"
+    );
+    if ended {
+        sql.push_str(&format!(
+            " UNION ALL SELECT CAST({PUSH} AS BIGINT), id FROM push_subscriptions \
+             WHERE owner_id = {owner} \
+             UNION ALL SELECT CAST({GITHUB} AS BIGINT), task_id FROM github_tasks \
+             WHERE task_id = {task}"
+        ));
+    }
+    sql
 }
 
 /// Who hears of a task's news (see `SqlStore::listeners`).

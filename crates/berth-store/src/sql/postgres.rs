@@ -1,12 +1,14 @@
 //! PostgreSQL, for several machines sharing one database. Row locks serialise the writers of
 //! one task, and different tasks never wait on each other; NOTIFY, sent inside the writing
-//! transaction, tells the other nodes, and a LISTEN task feeds it into this node's signals.
+//! transaction (by triggers, for task events and newly queued tasks), tells the other nodes,
+//! and a LISTEN task feeds it into this node's signals.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::Task;
-use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions, PgQueryResult};
+use sqlx::postgres::{PgArguments, PgConnection, PgListener, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::{FromRow, Row};
 
 use super::{Dialect, SqlStore, ACTIVE};
 use crate::rows::{task_columns, TaskRow};
@@ -101,14 +103,7 @@ impl Dialect for Postgres {
         done.rows_affected()
     }
 
-    async fn notify_work(conn: &mut PgConnection) -> Result<()> {
-        sqlx::query("SELECT pg_notify('berth_work', '')")
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn notify_event(conn: &mut PgConnection, notice: EventNotice) -> Result<()> {
+    async fn notify_account(conn: &mut PgConnection, notice: EventNotice) -> Result<()> {
         sqlx::query("SELECT pg_notify('berth_events', $1)")
             .bind(notice.encode())
             .execute(conn)
@@ -138,24 +133,30 @@ impl Dialect for Postgres {
 
     /// Picks the most deserving user whose `queue_users` row no other claim holds, locks
     /// it (so their running count cannot change under the claim) and takes their oldest
-    /// claimable task. Claims for different users never wait on each other; only when every
-    /// deserving user is being served at this moment does a claim wait, for the first.
+    /// claimable task, in one statement. Claims for different users never wait on each
+    /// other; only when every deserving user is being served at this moment does a claim
+    /// wait, for the first.
     async fn claim(conn: &mut PgConnection, limits: &ClaimLimits) -> Result<Option<Task>> {
         let mut passed = Vec::new();
         for _ in 0..4 {
-            let mut user = pick_user(conn, limits, &passed, Wait::SkipLocked).await?;
-            // Waiting is safe only while this claim holds no user row (no lock cycle).
-            if user.is_none() && passed.is_empty() {
-                user = pick_user(conn, limits, &passed, Wait::ForFirst).await?;
-            }
-            let Some(user_id) = user else {
+            let user = match choose_and_claim(conn, limits, &passed).await? {
+                Choice::Claimed(task) => return Ok(Some(task)),
+                // Another claim took that user's last claimable task since this one looked.
+                Choice::NothingLeft(user) => {
+                    passed.push(user);
+                    continue;
+                }
+                // Waiting is safe only while this claim holds no user row (no lock cycle).
+                Choice::NoUser if passed.is_empty() => wait_for_first_user(conn, limits).await?,
+                Choice::NoUser => None,
+            };
+            let Some(user) = user else {
                 return Ok(None);
             };
-            if let Some(task) = claim_for_user(conn, user_id, limits).await? {
+            if let Some(task) = claim_for_user(conn, user, limits).await? {
                 return Ok(Some(task));
             }
-            // Another claim took that user's last claimable task since this one looked.
-            passed.push(user_id);
+            passed.push(user);
         }
         Ok(None)
     }
@@ -165,31 +166,19 @@ impl Dialect for Postgres {
     }
 }
 
-/// Whether a claim passes over users whose row another claim holds, or waits for it.
-#[derive(Clone, Copy, PartialEq)]
-enum Wait {
-    SkipLocked,
-    ForFirst,
+/// What one try of a claim found.
+enum Choice {
+    Claimed(Task),
+    /// The chosen user, whose row this claim now holds, had no task left to take.
+    NothingLeft(uuid::Uuid),
+    /// Every deserving user is left out, or held by another claim.
+    NoUser,
 }
 
-/// Locks and returns the most deserving user (see `Queue::claim_next_task`) with claimable
-/// work and room under the per-user limit, if the node has room; `passed` are left out.
-///
-/// Waiting for the first holds no other row meanwhile, so it can close no cycle of waits: the
-/// choice is made unlocked, and then that one row is locked by its key and checked again. (A
-/// `FOR UPDATE` over the ordered choice would keep the rows it waited for and found changed,
-/// and then wait for the next one: it deadlocked against finishes holding a task's row.)
-async fn pick_user(
-    conn: &mut PgConnection,
-    limits: &ClaimLimits,
-    passed: &[uuid::Uuid],
-    wait: Wait,
-) -> Result<Option<uuid::Uuid>> {
-    let lock = match wait {
-        Wait::SkipLocked => " FOR UPDATE OF u SKIP LOCKED",
-        Wait::ForFirst => "",
-    };
-    let chosen: Option<uuid::Uuid> = sqlx::query_scalar(&format!(
+/// The most deserving user (see `Queue::claim_next_task`) with claimable work and room under
+/// the per-user limit, if the node has room; the users in `$2` are left out.
+fn choose_user() -> String {
+    format!(
         "SELECT u.user_id FROM queue_users u
          WHERE u.queued > 0 AND u.running < $1 AND u.user_id <> ALL($2)
            AND EXISTS (SELECT 1 FROM tasks q WHERE q.owner_id = u.user_id
@@ -199,17 +188,87 @@ async fn pick_user(
          ORDER BY u.running, u.last_claimed_at,
            (SELECT o.id FROM tasks o WHERE o.owner_id = u.user_id AND o.status = 'queued'
             ORDER BY o.id LIMIT 1)
-         LIMIT 1{lock}",
+         LIMIT 1",
         now = Postgres::NOW,
-    ))
-    .bind(limits.per_user_limit)
-    .bind(passed)
-    .bind(&limits.node_id)
-    .bind(limits.node_capacity)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (Wait::ForFirst, Some(user_id)) = (wait, chosen) else {
-        return Ok(chosen);
+    )
+}
+
+/// Leases the oldest claimable task of the user `user` names (a value or a subquery) to the
+/// node `$3` for `$5` ms.
+fn take_oldest_task(user: &str) -> String {
+    format!(
+        "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = $3,
+           lease_expires_at = {now} + $5, claimed_at = {now},
+           started_at = COALESCE(started_at, {now}), updated_at = {now},
+           last_event_seq = last_event_seq + 1
+         WHERE id = (SELECT id FROM tasks WHERE owner_id = {user} AND status = 'queued'
+                     AND not_before <= {now} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING {columns}",
+        now = Postgres::NOW,
+        columns = task_columns!()
+    )
+}
+
+/// Binds `$1`…`$5` of the statements above.
+fn bind_limits<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, PgArguments>,
+    limits: &'q ClaimLimits,
+    passed: &'q [uuid::Uuid],
+) -> sqlx::query::Query<'q, sqlx::Postgres, PgArguments> {
+    query
+        .bind(limits.per_user_limit)
+        .bind(passed)
+        .bind(&limits.node_id)
+        .bind(limits.node_capacity)
+        .bind(limits.lease_ms)
+}
+
+/// Chooses a user whose row no other claim holds, locks it, and takes their oldest task: one
+/// round trip, whatever it finds.
+async fn choose_and_claim(
+    conn: &mut PgConnection,
+    limits: &ClaimLimits,
+    passed: &[uuid::Uuid],
+) -> Result<Choice> {
+    let sql = format!(
+        "WITH chosen AS ({choose} FOR UPDATE OF u SKIP LOCKED),
+         claimed AS ({take})
+         SELECT chosen.user_id AS chosen_user, claimed.* FROM chosen LEFT JOIN claimed ON TRUE",
+        choose = choose_user(),
+        take = take_oldest_task("(SELECT user_id FROM chosen)"),
+    );
+    let row = bind_limits(sqlx::query(&sql), limits, passed)
+        .fetch_optional(conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(Choice::NoUser);
+    };
+    let user: uuid::Uuid = row.try_get("chosen_user")?;
+    let claimed: Option<uuid::Uuid> = row.try_get("id")?;
+    if claimed.is_none() {
+        return Ok(Choice::NothingLeft(user));
+    }
+    Ok(Choice::Claimed(TaskRow::from_row(&row)?.try_into()?))
+}
+
+/// Waits for the row of the most deserving user, when other claims hold every deserving
+/// user's, and locks it.
+///
+/// Waiting holds no other row meanwhile, so it can close no cycle of waits: the choice is
+/// made unlocked, and then that one row is locked by its key and checked again. (A
+/// `FOR UPDATE` over the ordered choice would keep the rows it waited for and found changed,
+/// and then wait for the next one: it deadlocked against finishes holding a task's row.)
+async fn wait_for_first_user(
+    conn: &mut PgConnection,
+    limits: &ClaimLimits,
+) -> Result<Option<uuid::Uuid>> {
+    let chosen: Option<uuid::Uuid> = bind_limits(sqlx::query(&choose_user()), limits, &[])
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+    let Some(user_id) = chosen else {
+        return Ok(None);
     };
     Ok(sqlx::query_scalar(
         "SELECT user_id FROM queue_users WHERE user_id = $1 AND queued > 0 AND running < $2 \
@@ -227,21 +286,10 @@ async fn claim_for_user(
     user_id: uuid::Uuid,
     limits: &ClaimLimits,
 ) -> Result<Option<Task>> {
-    let row: Option<TaskRow> = sqlx::query_as(&format!(
-        "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = $2,
-           lease_expires_at = {now} + $3, claimed_at = {now},
-           started_at = COALESCE(started_at, {now}), updated_at = {now},
-           last_event_seq = last_event_seq + 1
-         WHERE id = (SELECT id FROM tasks WHERE owner_id = $1 AND status = 'queued'
-                     AND not_before <= {now} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING {columns}",
-        now = Postgres::NOW,
-        columns = task_columns!()
-    ))
-    .bind(user_id)
-    .bind(&limits.node_id)
-    .bind(limits.lease_ms)
-    .fetch_optional(conn)
-    .await?;
+    let row: Option<TaskRow> = bind_limits(sqlx::query(&take_oldest_task("$6")), limits, &[])
+        .bind(user_id)
+        .try_map(|row: PgRow| TaskRow::from_row(&row))
+        .fetch_optional(conn)
+        .await?;
     row.map(Task::try_from).transpose()
 }

@@ -269,9 +269,6 @@ where
         .await?;
         let payload = status_payload(next, Some(&reason));
         let notice = Self::append_in(conn, fence.task_id, None, EventKind::Status, payload).await?;
-        if next == TaskStatus::Queued {
-            D::notify_work(conn).await?;
-        }
         let released = Released {
             task_id: fence.task_id,
             status: next,

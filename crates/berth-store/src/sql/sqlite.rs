@@ -129,11 +129,7 @@ impl Dialect for Sqlite {
     }
 
     /// Every process has its own database file: there is no other node to tell.
-    async fn notify_work(_: &mut SqliteConnection) -> Result<()> {
-        Ok(())
-    }
-
-    async fn notify_event(_: &mut SqliteConnection, _: EventNotice) -> Result<()> {
+    async fn notify_account(_: &mut SqliteConnection, _: EventNotice) -> Result<()> {
         Ok(())
     }
 

@@ -123,7 +123,6 @@ where
         }
         let status = serde_json::json!({ "status": "queued" });
         let notice = Self::write_event_in(&mut tx, taken, EventKind::Status, status).await?;
-        D::notify_work(&mut tx).await?;
         tx.commit().await?;
         self.notify_subscribers(Some(notice));
         self.signals.wake_runners();
@@ -293,7 +292,6 @@ where
             .execute(&mut *tx)
             .await?;
         }
-        D::notify_work(&mut tx).await?;
         let task = Self::fetch_task(&mut tx, id).await?;
         tx.commit().await?;
         self.notify_subscribers(notice);

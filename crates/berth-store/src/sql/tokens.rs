@@ -126,7 +126,7 @@ where
         .await?;
         let notice = EventNotice::user_changed(user_id);
         if row.is_some() {
-            D::notify_event(&mut tx, notice).await?;
+            D::notify_account(&mut tx, notice).await?;
         }
         tx.commit().await?;
         if row.is_some() {
