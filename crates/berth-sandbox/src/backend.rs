@@ -17,6 +17,11 @@ pub trait Sandboxes: Send + Sync {
     async fn task_sandboxes(&self, installation: &str) -> Result<Vec<TaskContainer>, SandboxError>;
     /// Removes one of them (`id` as listed).
     async fn remove(&self, id: &str) -> Result<(), SandboxError>;
+    /// Removes what this installation's sandboxes left behind besides themselves, such as
+    /// storage whose sandbox went without it: the sweep's other half.
+    async fn remove_leftovers(&self, _installation: &str) -> Result<(), SandboxError> {
+        Ok(())
+    }
     /// Whether its sandboxes can be held to `policy`; `Err` says why not, for the task, which
     /// is then refused before anything is made for it.
     fn check_network(&self, _policy: NetworkPolicy) -> Result<(), String> {
@@ -47,22 +52,27 @@ impl Sandboxes for DockerSandboxes {
         Ok(Box::new(DockerSandbox::create(&self.docker, spec).await?))
     }
 
-    /// Also removes this installation's workspace volumes that no container holds any more:
-    /// Berth removes each with its container, but a container removed by hand (`docker rm`
-    /// without `-v`) leaves its volume.
     async fn task_sandboxes(&self, installation: &str) -> Result<Vec<TaskContainer>, SandboxError> {
-        let label = format!("{}={installation}", crate::LABEL_INSTALLATION);
-        let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
-        let options = bollard::query_parameters::PruneVolumesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        if let Err(err) = self.docker.prune_volumes(Some(options)).await {
-            tracing::warn!(error = %err, "removing workspace volumes left behind failed");
-        }
         crate::task_containers(&self.docker, installation).await
     }
 
     async fn remove(&self, id: &str) -> Result<(), SandboxError> {
         crate::remove_container(&self.docker, id).await
+    }
+
+    /// This installation's workspace volumes that no container holds any more: Berth removes
+    /// each with its container, but a container removed by hand (`docker rm` without `-v`)
+    /// leaves its volume.
+    async fn remove_leftovers(&self, installation: &str) -> Result<(), SandboxError> {
+        let label = format!("{}={installation}", crate::LABEL_INSTALLATION);
+        let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
+        let options = bollard::query_parameters::PruneVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        self.docker
+            .prune_volumes(Some(options))
+            .await
+            .map_err(crate::engine_error)?;
+        Ok(())
     }
 }

@@ -208,6 +208,10 @@ impl Sandboxes for WarmPool {
     async fn remove(&self, id: &str) -> Result<(), SandboxError> {
         self.inner.cold.remove(id).await
     }
+
+    async fn remove_leftovers(&self, installation: &str) -> Result<(), SandboxError> {
+        self.inner.cold.remove_leftovers(installation).await
+    }
 }
 
 /// Whether limits `asked` are nowhere above `pooled`.

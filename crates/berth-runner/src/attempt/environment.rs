@@ -24,6 +24,9 @@ pub(super) struct Prepared {
     pub allowed_domains: Vec<String>,
     /// Whether the setup still has to run in the task's own sandbox (no prepared image).
     pub setup_pending: bool,
+    /// Whether the image may hold files in `/workspace` the task did not make: a prepared
+    /// image (its setup's output), or an operator's own image.
+    pub image_leaves_files: bool,
 }
 
 impl<W: Work> Lifecycle<W> {
@@ -42,6 +45,7 @@ impl<W: Work> Lifecycle<W> {
             limits,
             allowed_domains: Vec::new(),
             setup_pending: true,
+            image_leaves_files: self.settings.image != berth_sandbox::default_image(),
         };
         let Some(cache) = self.settings.environments.as_deref() else {
             return Ok(server);
@@ -86,6 +90,7 @@ impl<W: Work> Lifecycle<W> {
             limits: env.limits,
             allowed_domains: env.network_allow,
             setup_pending: false,
+            image_leaves_files: true,
         })
     }
 

@@ -189,7 +189,7 @@ impl<W: Work> Executor for Lifecycle<W> {
                 // A panic in the sandbox's phases still ends here, so the container is
                 // removed. An attempt abandoned for not stopping is dropped instead: the
                 // sweep removes its container.
-                let in_sandbox = self.in_sandbox(job, &checkout, prepared.setup_pending);
+                let in_sandbox = self.in_sandbox(job, &checkout, &prepared);
                 let outcome = AssertUnwindSafe(in_sandbox)
                     .catch_unwind()
                     .await
@@ -247,15 +247,19 @@ impl<W: Work> Lifecycle<W> {
 
     /// Everything that happens in the sandbox: copy in, setup (unless a prepared image has
     /// it done), the work, and its results.
-    async fn in_sandbox(&self, job: Job<'_>, checkout: &Checkout, setup_pending: bool) -> Outcome {
+    async fn in_sandbox(
+        &self,
+        job: Job<'_>,
+        checkout: &Checkout,
+        prepared: &environment::Prepared,
+    ) -> Outcome {
         let ready = async {
             let max_bytes = self.settings.git.limits.max_bytes;
             job.sandbox.copy_in(&checkout.path(), max_bytes).await?;
-            let setup_ran = setup_pending && self.setup(job).await?;
-            // Only a setup, here or in a prepared image, or an image of the operator's own
-            // leaves files the task did not make; looking costs a round trip to the sandbox.
-            let image = &self.settings.image;
-            if setup_ran || !setup_pending || *image != berth_sandbox::default_image() {
+            let setup_ran = prepared.setup_pending && self.setup(job).await?;
+            // Only a setup or the image can leave files the task did not make; looking costs
+            // a round trip to the sandbox.
+            if setup_ran || prepared.image_leaves_files {
                 workspace::exclude_setup_output(job.sandbox, checkout).await?;
             }
             phases::work_network(job, self.settings.egress.as_ref()).await
@@ -284,9 +288,13 @@ pub fn task_limits(task: &Task, server: Limits) -> Limits {
 }
 
 /// Removes this installation's task containers, made by any node, whose attempt no longer
-/// holds its task. The containers are listed before the database is asked: a container
-/// listed was made after its attempt's claim, so an attempt live now is in the answer.
+/// holds its task, and what sandboxes left behind besides. The containers are listed before
+/// the database is asked: a container listed was made after its attempt's claim, so an
+/// attempt live now is in the answer.
 pub async fn sweep_containers(sandboxes: &dyn Sandboxes, store: &dyn Store) {
+    if let Err(err) = sandboxes.remove_leftovers(store.installation_id()).await {
+        tracing::warn!(error = %err, "removing what sandboxes left behind failed");
+    }
     let found = match sandboxes.task_sandboxes(store.installation_id()).await {
         Ok(found) if found.is_empty() => return,
         Ok(found) => found,
