@@ -140,7 +140,7 @@ impl Dialect for Postgres {
         let mut passed = Vec::new();
         for _ in 0..4 {
             let user = match choose_and_claim(conn, limits, &passed).await? {
-                Choice::Claimed(task) => return Ok(Some(task)),
+                Choice::Claimed(task) => return Ok(Some(*task)),
                 // Another claim took that user's last claimable task since this one looked.
                 Choice::NothingLeft(user) => {
                     passed.push(user);
@@ -168,7 +168,7 @@ impl Dialect for Postgres {
 
 /// What one try of a claim found.
 enum Choice {
-    Claimed(Task),
+    Claimed(Box<Task>),
     /// The chosen user, whose row this claim now holds, had no task left to take.
     NothingLeft(uuid::Uuid),
     /// Every deserving user is left out, or held by another claim.
@@ -248,7 +248,8 @@ async fn choose_and_claim(
     if claimed.is_none() {
         return Ok(Choice::NothingLeft(user));
     }
-    Ok(Choice::Claimed(TaskRow::from_row(&row)?.try_into()?))
+    let task: Task = TaskRow::from_row(&row)?.try_into()?;
+    Ok(Choice::Claimed(Box::new(task)))
 }
 
 /// Waits for the row of the most deserving user, when other claims hold every deserving
