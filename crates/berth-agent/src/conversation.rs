@@ -185,15 +185,22 @@ impl Conversation<'_> {
         }
     }
 
-    /// Counts the turn's usage, then stores the model's message (redacted) and its text as
-    /// events, before any of its tool calls runs.
+    /// Stores the turn in one write, before any of its tool calls runs: its usage counted,
+    /// the model's message (redacted) in the transcript, and its usage and text as events.
     async fn record<'t>(
         &self,
         turn: Turn,
         transcript: &'t mut Transcript,
     ) -> Result<&'t Message, StoreError> {
         let cost = self.price.map_or(0.0, |price| price.cost(&turn.usage));
-        self.count(&turn.usage, cost).await?;
+        measure_usage(self.model, &turn.usage, cost);
+        let totals = Usage {
+            input_tokens: turn.usage.input,
+            output_tokens: turn.usage.output,
+            cache_write_tokens: turn.usage.cache_write,
+            cache_read_tokens: turn.usage.cache_read,
+            cost_usd: cost,
+        };
         let message = Message {
             role: Role::Assistant,
             content: self.redact_blocks(turn.message.content),
@@ -204,19 +211,16 @@ impl Conversation<'_> {
             "stop_reason": turn.stop_reason,
             "usage": usage_json(&turn.usage, cost),
         });
-        self.job
-            .ctx
-            .store
-            .append_message(self.job.ctx.fence, record.clone())
-            .await?;
+        let mut events = vec![(EventKind::Usage, usage_json(&turn.usage, cost))];
         for block in &message.content {
             if let Block::Text { text } = block {
-                self.job
-                    .ctx
-                    .emit(EventKind::AssistantText, json!({ "text": text }))
-                    .await?;
+                events.push((EventKind::AssistantText, json!({ "text": text })));
             }
         }
+        let ctx = self.job.ctx;
+        (ctx.store)
+            .record_turn(ctx.fence, &totals, record.clone(), events)
+            .await?;
         transcript.stored.push(record);
         transcript.messages.push(message);
         Ok(transcript.messages.last().expect("just pushed"))
@@ -337,27 +341,6 @@ impl Conversation<'_> {
             .await?;
         transcript.stored.push(record);
         transcript.messages.push(message);
-        Ok(())
-    }
-
-    async fn count(&self, usage: &TokenUsage, cost: f64) -> Result<(), StoreError> {
-        measure_usage(self.model, usage, cost);
-        let totals = Usage {
-            input_tokens: usage.input,
-            output_tokens: usage.output,
-            cache_write_tokens: usage.cache_write,
-            cache_read_tokens: usage.cache_read,
-            cost_usd: cost,
-        };
-        self.job
-            .ctx
-            .store
-            .add_usage(self.job.ctx.fence, &totals)
-            .await?;
-        self.job
-            .ctx
-            .emit(EventKind::Usage, usage_json(usage, cost))
-            .await?;
         Ok(())
     }
 

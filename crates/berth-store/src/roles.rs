@@ -115,6 +115,17 @@ pub trait Transcript: Send + Sync {
     async fn list_messages(&self, task_id: TaskId) -> Result<Vec<serde_json::Value>>;
     /// Adds one model turn's tokens and cost to the task's totals, fenced by the attempt.
     async fn add_usage(&self, fence: Fence, usage: &berth_proto::Usage) -> Result<()>;
+    /// Stores one model turn in one transaction, fenced by the attempt: its tokens and cost
+    /// added to the task's totals, its message appended to the transcript, and `events` (its
+    /// usage, its text) appended in order. One write per turn instead of one per part keeps
+    /// the agent loop's own time per step down (issue 17).
+    async fn record_turn(
+        &self,
+        fence: Fence,
+        usage: &berth_proto::Usage,
+        message: serde_json::Value,
+        events: Vec<(EventKind, serde_json::Value)>,
+    ) -> Result<()>;
     /// Stores the task's diff so far (served by the diff endpoint while it runs, and the
     /// workspace the next attempt restores), fenced by the attempt; empty removes it.
     async fn save_diff(&self, fence: Fence, diff: &[u8]) -> Result<()>;

@@ -2,7 +2,7 @@
 //! the commit it started from. Every write is fenced by the attempt that makes it.
 
 use async_trait::async_trait;
-use berth_proto::{TaskId, Usage};
+use berth_proto::{EventKind, TaskId, Usage};
 use sqlx::types::Json;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
@@ -23,6 +23,7 @@ where
     Json<serde_json::Value>: Column<D::Db>,
     Uuid: Column<D::Db>,
     i64: Column<D::Db>,
+    Option<i64>: Column<D::Db>,
     bool: Column<D::Db>,
     f64: Column<D::Db>,
     String: Column<D::Db>,
@@ -30,28 +31,7 @@ where
 {
     async fn append_message(&self, fence: Fence, message: serde_json::Value) -> Result<i64> {
         let mut tx = self.write().await?;
-        // Holds the task for the insert below; a message answers any follow-up prompt.
-        let held = sqlx::query(&format!(
-            "UPDATE tasks SET pending_prompt = NULL WHERE id = $1 {HELD}"
-        ))
-        .bind(fence.task_id.0)
-        .bind(fence.attempt)
-        .execute(&mut *tx)
-        .await?;
-        if D::rows_affected(&held) == 0 {
-            return Err(StoreError::Fenced(fence.task_id));
-        }
-        let idx: i64 = sqlx::query_scalar(&format!(
-            "INSERT INTO task_messages (task_id, idx, attempt, message, created_at) \
-             SELECT $1, COALESCE(MAX(idx), 0) + 1, $2, $3, {now} \
-             FROM task_messages WHERE task_id = $1 RETURNING idx",
-            now = D::NOW
-        ))
-        .bind(fence.task_id.0)
-        .bind(fence.attempt)
-        .bind(Json(message))
-        .fetch_one(&mut *tx)
-        .await?;
+        let idx = Self::append_message_in(&mut tx, fence, message).await?;
         tx.commit().await?;
         Ok(idx)
     }
@@ -66,24 +46,33 @@ where
     }
 
     async fn add_usage(&self, fence: Fence, usage: &Usage) -> Result<()> {
-        let updated = sqlx::query(&format!(
-            "UPDATE tasks SET input_tokens = input_tokens + $3, output_tokens = output_tokens + $4, \
-             cache_write_tokens = cache_write_tokens + $5, cache_read_tokens = cache_read_tokens + $6, \
-             cost_usd = cost_usd + $7 WHERE id = $1 {HELD}"
-        ))
-        .bind(fence.task_id.0)
-        .bind(fence.attempt)
-        .bind(usage.input_tokens as i64)
-        .bind(usage.output_tokens as i64)
-        .bind(usage.cache_write_tokens as i64)
-        .bind(usage.cache_read_tokens as i64)
-        .bind(usage.cost_usd)
-        .execute(&self.writer)
-        .await?;
-        match D::rows_affected(&updated) {
-            0 => Err(StoreError::Fenced(fence.task_id)),
-            _ => Ok(()),
+        let mut conn = self.writer.acquire().await?;
+        Self::add_usage_in(&mut conn, fence, usage).await
+    }
+
+    async fn record_turn(
+        &self,
+        fence: Fence,
+        usage: &Usage,
+        message: serde_json::Value,
+        events: Vec<(EventKind, serde_json::Value)>,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        Self::add_usage_in(&mut tx, fence, usage).await?;
+        Self::append_message_in(&mut tx, fence, message).await?;
+        let mut notices = Vec::with_capacity(events.len());
+        for (kind, payload) in events {
+            let notice =
+                Self::append_in(&mut tx, fence.task_id, Some(fence.attempt), kind, payload)
+                    .await?
+                    .ok_or(StoreError::Fenced(fence.task_id))?;
+            notices.push(notice);
         }
+        tx.commit().await?;
+        for notice in notices {
+            self.notify_subscribers(Some(notice));
+        }
+        Ok(())
     }
 
     async fn save_diff(&self, fence: Fence, diff: &[u8]) -> Result<()> {
@@ -147,5 +136,69 @@ where
             base_commit,
             pending_prompt,
         })
+    }
+}
+
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    for<'q> Args<'q, D>: IntoArguments<'q, D::Db>,
+    Json<serde_json::Value>: Column<D::Db>,
+    Uuid: Column<D::Db>,
+    i64: Column<D::Db>,
+    f64: Column<D::Db>,
+    usize: ColumnIndex<Row<D>>,
+{
+    /// Appends a message to the task's transcript inside the caller's transaction.
+    async fn append_message_in(
+        conn: &mut Conn<D>,
+        fence: Fence,
+        message: serde_json::Value,
+    ) -> Result<i64> {
+        // Holds the task for the insert below; a message answers any follow-up prompt.
+        let held = sqlx::query(&format!(
+            "UPDATE tasks SET pending_prompt = NULL WHERE id = $1 {HELD}"
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .execute(&mut *conn)
+        .await?;
+        if D::rows_affected(&held) == 0 {
+            return Err(StoreError::Fenced(fence.task_id));
+        }
+        let idx: i64 = sqlx::query_scalar(&format!(
+            "INSERT INTO task_messages (task_id, idx, attempt, message, created_at) \
+             SELECT $1, COALESCE(MAX(idx), 0) + 1, $2, $3, {now} \
+             FROM task_messages WHERE task_id = $1 RETURNING idx",
+            now = D::NOW
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .bind(Json(message))
+        .fetch_one(conn)
+        .await?;
+        Ok(idx)
+    }
+
+    /// Adds tokens and cost to the task's totals on `conn`, in a transaction or alone.
+    async fn add_usage_in(conn: &mut Conn<D>, fence: Fence, usage: &Usage) -> Result<()> {
+        let updated = sqlx::query(&format!(
+            "UPDATE tasks SET input_tokens = input_tokens + $3, output_tokens = output_tokens + $4, \
+             cache_write_tokens = cache_write_tokens + $5, cache_read_tokens = cache_read_tokens + $6, \
+             cost_usd = cost_usd + $7 WHERE id = $1 {HELD}"
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .bind(usage.input_tokens as i64)
+        .bind(usage.output_tokens as i64)
+        .bind(usage.cache_write_tokens as i64)
+        .bind(usage.cache_read_tokens as i64)
+        .bind(usage.cost_usd)
+        .execute(conn)
+        .await?;
+        match D::rows_affected(&updated) {
+            0 => Err(StoreError::Fenced(fence.task_id)),
+            _ => Ok(()),
+        }
     }
 }

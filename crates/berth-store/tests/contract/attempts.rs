@@ -32,10 +32,13 @@ async fn assert_fenced(store: &dyn Store, old: Fence) {
     let appended = store.append_event(old, EventKind::AssistantText, text.clone());
     fenced(appended.await.map(drop), "append_event");
     fenced(
-        store.append_message(old, text).await.map(drop),
+        store.append_message(old, text.clone()).await.map(drop),
         "append_message",
     );
     fenced(store.add_usage(old, &Usage::default()).await, "add_usage");
+    let none = Usage::default();
+    let turn = store.record_turn(old, &none, text, Vec::new());
+    fenced(turn.await, "record_turn");
     fenced(store.save_diff(old, b"late diff").await, "save_diff");
     fenced(store.set_base_commit(old, "late").await, "set_base_commit");
     let finished = store.finish_task(old, ended(TaskStatus::Succeeded)).await;
@@ -52,8 +55,13 @@ async fn assert_holds(store: &dyn Store, new: Fence) {
         .append_event(new, EventKind::AssistantText, text.clone())
         .await
         .unwrap();
-    store.append_message(new, text).await.unwrap();
+    store.append_message(new, text.clone()).await.unwrap();
     store.add_usage(new, &Usage::default()).await.unwrap();
+    let none = Usage::default();
+    store
+        .record_turn(new, &none, text, Vec::new())
+        .await
+        .unwrap();
     store.save_diff(new, b"diff").await.unwrap();
     store.set_base_commit(new, "abc123").await.unwrap();
     let renewed = store.heartbeat(new, 60_000).await.unwrap();

@@ -1,7 +1,8 @@
 //! What an attempt keeps as it works, and what the next attempt finds: the transcript, usage
 //! totals, the diff so far, the base commit and a follow-up prompt.
 
-use berth_proto::{TaskId, TaskStatus, Usage};
+use berth_proto::{EventKind, TaskId, TaskStatus, Usage};
+use berth_store::StoreError;
 use berth_store::{NewFollowUp, WorkState};
 
 use crate::support::*;
@@ -9,6 +10,7 @@ use crate::support::*;
 on_both_backends!(
     messages_are_kept_in_order_across_attempts,
     usage_adds_up_on_the_task,
+    a_turn_lands_whole_and_only_while_its_attempt_holds_the_task,
     the_diff_so_far_is_served_and_an_empty_one_removes_it,
     the_base_commit_is_set_once,
     the_next_message_answers_a_follow_up_prompt,
@@ -57,6 +59,61 @@ async fn usage_adds_up_on_the_task(backend: Backend) {
         cost_usd: 0.5,
     };
     assert_eq!(total, expected);
+}
+
+/// A turn's usage, message and events land together, the events in order after those
+/// before; a turn of an attempt that no longer holds the task writes none of them.
+async fn a_turn_lands_whole_and_only_while_its_attempt_holds_the_task(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let alice = user(store.as_ref(), "alice").await;
+    let id = enqueue(store.as_ref(), alice, "one").await.id;
+    let (_, fence) = claim(store.as_ref(), &roomy("a")).await;
+    let usage = Usage {
+        input_tokens: 10,
+        output_tokens: 2,
+        cache_write_tokens: 0,
+        cache_read_tokens: 0,
+        cost_usd: 0.01,
+    };
+    let message = serde_json::json!({ "role": "assistant", "content": "hello" });
+    let parts = vec![
+        (EventKind::Usage, serde_json::json!({ "input_tokens": 10 })),
+        (
+            EventKind::AssistantText,
+            serde_json::json!({ "text": "hello" }),
+        ),
+    ];
+    let before = events(store.as_ref(), alice, id).await;
+    let recorded = store.record_turn(fence, &usage, message.clone(), parts);
+    recorded.await.unwrap();
+
+    let after = events(store.as_ref(), alice, id).await;
+    let new: Vec<(i64, EventKind)> = after[before.len()..]
+        .iter()
+        .map(|event| (event.seq, event.kind))
+        .collect();
+    let next = before.last().unwrap().seq + 1;
+    let expected = [
+        (next, EventKind::Usage),
+        (next + 1, EventKind::AssistantText),
+    ];
+    assert_eq!(new, expected);
+    assert_eq!(store.list_messages(id).await.unwrap(), vec![message]);
+    assert_eq!(task(store.as_ref(), alice, id).await.usage, usage);
+
+    // The attempt ends between two turns: the next turn of that attempt writes nothing.
+    let finished = store.finish_task(fence, ended(TaskStatus::Succeeded)).await;
+    finished.unwrap();
+    let late = serde_json::json!({ "role": "assistant", "content": "late" });
+    let text = vec![(
+        EventKind::AssistantText,
+        serde_json::json!({ "text": "late" }),
+    )];
+    let refused = store.record_turn(fence, &usage, late, text).await;
+    assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+    assert_eq!(store.list_messages(id).await.unwrap().len(), 1);
+    assert_eq!(task(store.as_ref(), alice, id).await.usage, usage);
 }
 
 async fn the_diff_so_far_is_served_and_an_empty_one_removes_it(backend: Backend) {
