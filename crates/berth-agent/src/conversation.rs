@@ -107,14 +107,29 @@ impl Conversation<'_> {
                 });
             }
             changed = calls.iter().any(Call::may_change_files);
+            // The first call's event went with the turn, and the last result's goes with the
+            // message that hands the results back: one write each, not three.
+            let last = calls.len() - 1;
             let mut results = Vec::new();
-            for call in calls {
-                match self.carry_out(&toolbox, call).await? {
-                    Ok(result) => results.push(result),
+            let mut last_result = Vec::new();
+            for (n, call) in calls.into_iter().enumerate() {
+                let (result, event) = match self.carry_out(&toolbox, call, n == 0).await? {
+                    Ok(done) => done,
                     Err(ending) => return Ok(ending),
+                };
+                results.push(result);
+                match n == last {
+                    true => last_result.push((EventKind::ToolResult, event)),
+                    false => self
+                        .job
+                        .ctx
+                        .emit(EventKind::ToolResult, event)
+                        .await
+                        .map(drop)?,
                 }
             }
-            self.append_user(&mut transcript, results).await?;
+            self.append_user(&mut transcript, results, last_result)
+                .await?;
         }
     }
 
@@ -186,7 +201,8 @@ impl Conversation<'_> {
     }
 
     /// Stores the turn in one write, before any of its tool calls runs: its usage counted,
-    /// the model's message (redacted) in the transcript, and its usage and text as events.
+    /// the model's message (redacted) in the transcript, and its usage, its text and its
+    /// first tool call as events.
     async fn record<'t>(
         &self,
         turn: Turn,
@@ -217,9 +233,12 @@ impl Conversation<'_> {
                 events.push((EventKind::AssistantText, json!({ "text": text })));
             }
         }
+        if let Some((id, name, input)) = message.tool_uses().next() {
+            events.push((EventKind::ToolCall, tool_call_event(id, name, input)));
+        }
         let ctx = self.job.ctx;
         (ctx.store)
-            .record_turn(ctx.fence, &totals, record.clone(), events)
+            .record_turn(ctx.fence, Some(&totals), record.clone(), events)
             .await?;
         transcript.stored.push(record);
         transcript.messages.push(message);
@@ -227,20 +246,20 @@ impl Conversation<'_> {
     }
 
     /// Runs one tool call in the sandbox, streaming its output, and returns the result for
-    /// the model; or how the conversation ends, if the attempt stops or the sandbox fails.
+    /// the model and its `tool_result` event, for the caller to write; or how the
+    /// conversation ends, if the attempt stops or the sandbox fails. Its `tool_call` event is
+    /// written first, unless it was `announced` with the turn.
     async fn carry_out(
         &self,
         toolbox: &Toolbox<'_>,
         call: Call,
-    ) -> Result<Result<Block, Ending>, StoreError> {
+        announced: bool,
+    ) -> Result<Result<(Block, Value), Ending>, StoreError> {
         let Call { id, name, input } = call;
-        self.job
-            .ctx
-            .emit(
-                EventKind::ToolCall,
-                json!({"id": id, "name": name, "input": input}),
-            )
-            .await?;
+        if !announced {
+            let event = tool_call_event(&id, &name, &input);
+            self.job.ctx.emit(EventKind::ToolCall, event).await?;
+        }
         let output = OutputEvents::start(self.job.ctx, self.job.redactor, Some(&id));
         let mut sink = output.sink();
         let started = std::time::Instant::now();
@@ -258,23 +277,18 @@ impl Conversation<'_> {
         };
         let content = self.job.redactor.text(&output.content);
         let shown: String = content.chars().take(MAX_EVENT_RESULT).collect();
-        self.job
-            .ctx
-            .emit(
-                EventKind::ToolResult,
-                json!({
-                    "tool_use_id": id,
-                    "content": shown,
-                    "is_error": output.is_error,
-                    "duration_ms": took.as_secs_f64() * 1000.0,
-                }),
-            )
-            .await?;
-        Ok(Ok(Block::ToolResult {
+        let event = json!({
+            "tool_use_id": id,
+            "content": shown,
+            "is_error": output.is_error,
+            "duration_ms": took.as_secs_f64() * 1000.0,
+        });
+        let result = Block::ToolResult {
             tool_use_id: id,
             content,
             is_error: output.is_error,
-        }))
+        };
+        Ok(Ok((result, event)))
     }
 
     /// Loads the stored transcript and makes it one the API accepts: tool calls an earlier
@@ -319,25 +333,28 @@ impl Conversation<'_> {
         }
         if !blocks.is_empty() {
             let blocks = self.redact_blocks(blocks);
-            self.append_user(&mut transcript, blocks).await?;
+            self.append_user(&mut transcript, blocks, Vec::new())
+                .await?;
         }
         Ok(transcript)
     }
 
+    /// Appends a user message (the task's prompt, or tool results) with `events`, in one
+    /// write.
     async fn append_user(
         &self,
         transcript: &mut Transcript,
         content: Vec<Block>,
+        events: Vec<(EventKind, Value)>,
     ) -> Result<(), StoreError> {
         let message = Message {
             role: Role::User,
             content,
         };
         let record = serde_json::to_value(&message).expect("messages serialize");
-        self.job
-            .ctx
-            .store
-            .append_message(self.job.ctx.fence, record.clone())
+        let ctx = self.job.ctx;
+        (ctx.store)
+            .record_turn(ctx.fence, None, record.clone(), events)
             .await?;
         transcript.stored.push(record);
         transcript.messages.push(message);
@@ -409,6 +426,11 @@ impl Conversation<'_> {
         }
         None
     }
+}
+
+/// A `tool_call` event: what the model asked to run.
+fn tool_call_event(id: &str, name: &str, input: &Value) -> Value {
+    json!({"id": id, "name": name, "input": input})
 }
 
 fn usage_json(usage: &TokenUsage, cost: f64) -> Value {

@@ -115,14 +115,15 @@ pub trait Transcript: Send + Sync {
     async fn list_messages(&self, task_id: TaskId) -> Result<Vec<serde_json::Value>>;
     /// Adds one model turn's tokens and cost to the task's totals, fenced by the attempt.
     async fn add_usage(&self, fence: Fence, usage: &berth_proto::Usage) -> Result<()>;
-    /// Stores one model turn in one transaction, fenced by the attempt: its tokens and cost
-    /// added to the task's totals, its message appended to the transcript, and `events` (its
-    /// usage, its text) appended in order. One write per turn instead of one per part keeps
-    /// the agent loop's own time per step down (issue 17).
+    /// Stores one turn of the conversation in one transaction, fenced by the attempt: its
+    /// message appended to the transcript, the tokens and cost of a model turn added to the
+    /// task's totals, and `events` (the turn's usage and text, a tool call, a tool's result)
+    /// appended in order. One write per turn instead of one per part keeps the agent loop's
+    /// own time per step down (issue 17).
     async fn record_turn(
         &self,
         fence: Fence,
-        usage: &berth_proto::Usage,
+        usage: Option<&berth_proto::Usage>,
         message: serde_json::Value,
         events: Vec<(EventKind, serde_json::Value)>,
     ) -> Result<()>;

@@ -53,12 +53,14 @@ where
     async fn record_turn(
         &self,
         fence: Fence,
-        usage: &Usage,
+        usage: Option<&Usage>,
         message: serde_json::Value,
         events: Vec<(EventKind, serde_json::Value)>,
     ) -> Result<()> {
         let mut tx = self.write().await?;
-        Self::add_usage_in(&mut tx, fence, usage).await?;
+        if let Some(usage) = usage {
+            Self::add_usage_in(&mut tx, fence, usage).await?;
+        }
         Self::append_message_in(&mut tx, fence, message).await?;
         let mut notices = Vec::with_capacity(events.len());
         for (kind, payload) in events {

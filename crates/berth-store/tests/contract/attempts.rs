@@ -36,8 +36,7 @@ async fn assert_fenced(store: &dyn Store, old: Fence) {
         "append_message",
     );
     fenced(store.add_usage(old, &Usage::default()).await, "add_usage");
-    let none = Usage::default();
-    let turn = store.record_turn(old, &none, text, Vec::new());
+    let turn = store.record_turn(old, None, text, Vec::new());
     fenced(turn.await, "record_turn");
     fenced(store.save_diff(old, b"late diff").await, "save_diff");
     fenced(store.set_base_commit(old, "late").await, "set_base_commit");
@@ -59,7 +58,7 @@ async fn assert_holds(store: &dyn Store, new: Fence) {
     store.add_usage(new, &Usage::default()).await.unwrap();
     let none = Usage::default();
     store
-        .record_turn(new, &none, text, Vec::new())
+        .record_turn(new, Some(&none), text, Vec::new())
         .await
         .unwrap();
     store.save_diff(new, b"diff").await.unwrap();

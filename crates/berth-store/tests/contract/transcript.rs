@@ -85,7 +85,7 @@ async fn a_turn_lands_whole_and_only_while_its_attempt_holds_the_task(backend: B
         ),
     ];
     let before = events(store.as_ref(), alice, id).await;
-    let recorded = store.record_turn(fence, &usage, message.clone(), parts);
+    let recorded = store.record_turn(fence, Some(&usage), message.clone(), parts);
     recorded.await.unwrap();
 
     let after = events(store.as_ref(), alice, id).await;
@@ -110,7 +110,7 @@ async fn a_turn_lands_whole_and_only_while_its_attempt_holds_the_task(backend: B
         EventKind::AssistantText,
         serde_json::json!({ "text": "late" }),
     )];
-    let refused = store.record_turn(fence, &usage, late, text).await;
+    let refused = store.record_turn(fence, Some(&usage), late, text).await;
     assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
     assert_eq!(store.list_messages(id).await.unwrap().len(), 1);
     assert_eq!(task(store.as_ref(), alice, id).await.usage, usage);

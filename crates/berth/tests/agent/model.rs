@@ -1,10 +1,10 @@
-//! Talking to the model: its API's failures, a runner killed mid-conversation, and a
-//! conversation longer than the context window.
+//! Talking to the model: its API's failures, a turn with several tool calls, a runner killed
+//! mid-conversation, and a conversation longer than the context window.
 
 use std::time::Duration;
 
 use berth_proto::{Event, EventKind, TaskStatus};
-use berth_testkit::anthropic::Reply;
+use berth_testkit::anthropic::{Reply, ScriptBlock};
 use serde_json::{json, Value};
 
 use crate::common::{eventually, terminate};
@@ -48,6 +48,77 @@ async fn model_api_failures_are_retried_or_end_the_task_with_the_apis_message() 
         "{reason}"
     );
     assert_eq!(stack.model.requests().len(), 4, "no retry after 401");
+    assert!(terminate(&mut server).success());
+}
+
+/// Two tool calls in one turn: each call's event comes before its output and its result,
+/// the second call's after the first's result, and both results go back in one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_one_turn_run_in_order_and_answer_together() {
+    let stack = Stack::start(&[("README", "hi\n")]).await;
+    let call = |id: &str, command: &str| ScriptBlock::ToolUse {
+        id: id.into(),
+        name: "bash".into(),
+        input: json!({ "command": command }),
+        piece: 5,
+    };
+    stack.model.push([
+        Reply::turn(
+            vec![
+                ScriptBlock::Text("Two looks.".into()),
+                call("toolu_a", "echo first"),
+                call("toolu_b", "echo second"),
+            ],
+            "tool_use",
+        ),
+        Reply::text("Seen both."),
+    ]);
+    let (mut server, client) = stack.server();
+    let (task, _) = client
+        .create_task(&stack.task("Look twice"), None)
+        .await
+        .unwrap();
+    let done = ended(&client, task.id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
+
+    let mut steps: Vec<(EventKind, String)> = events(&client, task.id)
+        .await
+        .iter()
+        .filter_map(|event| {
+            let id = match event.kind {
+                EventKind::AssistantText => "text",
+                EventKind::ToolCall => event.payload["id"].as_str()?,
+                EventKind::CommandOutput | EventKind::ToolResult => {
+                    event.payload["tool_use_id"].as_str()?
+                }
+                _ => return None,
+            };
+            Some((event.kind, id.to_string()))
+        })
+        .collect();
+    // A command's output may come in more than one event.
+    steps.dedup();
+    let step = |kind, id: &str| (kind, id.to_string());
+    let expected = vec![
+        step(EventKind::AssistantText, "text"),
+        step(EventKind::ToolCall, "toolu_a"),
+        step(EventKind::CommandOutput, "toolu_a"),
+        step(EventKind::ToolResult, "toolu_a"),
+        step(EventKind::ToolCall, "toolu_b"),
+        step(EventKind::CommandOutput, "toolu_b"),
+        step(EventKind::ToolResult, "toolu_b"),
+        step(EventKind::AssistantText, "text"),
+    ];
+    assert_eq!(steps, expected);
+    let requests = stack.model.requests();
+    let answer = &requests[1]["messages"].as_array().unwrap()[2];
+    let answered: Vec<&str> = answer["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|block| block["tool_use_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(answered, ["toolu_a", "toolu_b"]);
     assert!(terminate(&mut server).success());
 }
 
