@@ -180,7 +180,21 @@ async fn run() {
             false => checkpointed.push(*ms),
         }
     }
-    for figures in [&mut overhead, &mut clean, &mut checkpointed, &mut tools] {
+    // Whether a step costs more as the conversation grows: the clean steps of the first and
+    // the last third, in order of the steps.
+    let third = clean.len() / 3;
+    let (mut early, mut late) = (
+        clean[..third].to_vec(),
+        clean[clean.len() - third..].to_vec(),
+    );
+    for figures in [
+        &mut overhead,
+        &mut clean,
+        &mut checkpointed,
+        &mut tools,
+        &mut early,
+        &mut late,
+    ] {
         figures.sort_by(f64::total_cmp);
     }
     let at = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
@@ -202,6 +216,8 @@ async fn run() {
         line(&checkpointed)
     );
     println!("    (the checkpoint runs while the model answers; this fake answers at once)");
+    println!("  no checkpoint, first third:       {}", line(&early));
+    println!("  no checkpoint, last third:        {}", line(&late));
     println!(
         "  for scale, the tools' own run: p50 {:.2} ms   p99 {:.2} ms (docker exec round trips)",
         at(&tools, 0.5),

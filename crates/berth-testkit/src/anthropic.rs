@@ -300,13 +300,26 @@ impl FakeAnthropic {
 async fn messages(
     State(shared): State<Shared>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    body: axum::body::Bytes,
 ) -> Response {
+    // The request has arrived once its last byte has: the clock stops before this fake's own
+    // parsing, which grows with the conversation and is none of the client's time.
+    let arrived = Instant::now();
+    let json_sent = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let Some(body) = json_sent
+        .then(|| serde_json::from_slice::<Value>(&body).ok())
+        .flatten()
+    else {
+        return error(400, "invalid_request_error", "the body must be JSON", None);
+    };
     let (reply, index) = {
         let mut inner = shared.inner.lock().expect("fake Anthropic lock");
         inner.requests.push(body.clone());
         inner.headers.push(headers.clone());
-        inner.timings.push((Instant::now(), None));
+        inner.timings.push((arrived, None));
         let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         if key != Some(shared.api_key.as_str()) {
             return error(401, "authentication_error", "invalid x-api-key", None);
