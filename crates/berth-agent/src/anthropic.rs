@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::model::{
@@ -68,14 +69,15 @@ impl AnthropicProvider {
         Self { config, http }
     }
 
-    async fn attempt(&self, body: &Value, on_text: Option<OnText<'_>>) -> Result<Turn, Failure> {
+    async fn attempt(&self, body: &[u8], on_text: Option<OnText<'_>>) -> Result<Turn, Failure> {
         let url = format!("{}/v1/messages", self.config.base_url.trim_end_matches('/'));
         let response = self
             .http
             .post(url)
             .header("x-api-key", &self.config.api_key)
             .header("anthropic-version", &self.config.version)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
             .send()
             .await
             .map_err(|err| Failure::Retry {
@@ -123,7 +125,8 @@ impl AnthropicProvider {
 #[async_trait]
 impl Provider for AnthropicProvider {
     async fn turn(&self, request: &TurnRequest<'_>) -> Result<Turn, ProviderError> {
-        let body = request_body(request);
+        // Serialised once, straight from the conversation, and sent again as it is on a retry.
+        let body = serde_json::to_vec(&RequestBody::new(request)).expect("requests serialise");
         let policy = self.config.retry;
         let mut retry = 0;
         loop {
@@ -152,39 +155,97 @@ impl Provider for AnthropicProvider {
 /// The request: system prompt and tool definitions first (they never change within a task),
 /// then the conversation. Cache breakpoints go on the system prompt, the last tool and the
 /// newest message, so each turn reads the conversation so far from the cache.
+///
+/// It borrows the conversation and is serialised straight into the body: the transcript is
+/// sent whole on every turn, and building a JSON value of it first doubled that cost, which
+/// grows with the conversation (the loop bench, issue 17).
+#[derive(Serialize)]
+struct RequestBody<'r> {
+    model: &'r str,
+    max_tokens: u32,
+    stream: bool,
+    system: [SystemText<'r>; 1],
+    tools: Vec<Value>,
+    messages: Vec<WireMessage<'r>>,
+}
+
+#[derive(Serialize)]
+struct SystemText<'r> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'r str,
+    cache_control: Value,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'r> {
+    role: Role,
+    content: Vec<WireBlock<'r>>,
+}
+
+#[derive(Serialize)]
+struct WireBlock<'r> {
+    #[serde(flatten)]
+    block: &'r Block,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<Value>,
+}
+
+impl<'r> RequestBody<'r> {
+    fn new(request: &'r TurnRequest<'r>) -> Self {
+        let cached = || json!({"type": "ephemeral"});
+        let mut tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|tool| tool_definition(*tool))
+            .collect();
+        if let Some(last) = tools.last_mut() {
+            last["cache_control"] = cached();
+        }
+        // Blocks Berth does not know are left out. The API refuses an empty message before
+        // the last; an empty answer (which models do give) is left out, and the user
+        // messages around it are read as one.
+        let mut messages: Vec<WireMessage<'r>> = request
+            .messages
+            .iter()
+            .map(|message| WireMessage {
+                role: message.role,
+                content: message
+                    .content
+                    .iter()
+                    .filter(|block| !matches!(block, Block::Other))
+                    .map(|block| WireBlock {
+                        block,
+                        cache_control: None,
+                    })
+                    .collect(),
+            })
+            .filter(|message| !message.content.is_empty())
+            .collect();
+        if let Some(block) = messages
+            .last_mut()
+            .and_then(|message| message.content.last_mut())
+        {
+            block.cache_control = Some(cached());
+        }
+        RequestBody {
+            model: request.model,
+            max_tokens: request.max_tokens,
+            stream: true,
+            system: [SystemText {
+                kind: "text",
+                text: request.system,
+                cache_control: cached(),
+            }],
+            tools,
+            messages,
+        }
+    }
+}
+
+/// The request's body as JSON, as it is sent.
 pub fn request_body(request: &TurnRequest<'_>) -> Value {
-    let cached = json!({"type": "ephemeral"});
-    let mut tools: Vec<Value> = request
-        .tools
-        .iter()
-        .map(|tool| tool_definition(*tool))
-        .collect();
-    if let Some(last) = tools.last_mut() {
-        last["cache_control"] = cached.clone();
-    }
-    // The API refuses an empty message before the last; an empty answer (which models do
-    // give) is left out, and the user messages around it are read as one.
-    let mut messages: Vec<Value> = request
-        .messages
-        .iter()
-        .map(message_json)
-        .filter(|message| message["content"].as_array().is_some_and(|c| !c.is_empty()))
-        .collect();
-    if let Some(block) = messages
-        .last_mut()
-        .and_then(|message| message["content"].as_array_mut())
-        .and_then(|content| content.last_mut())
-    {
-        block["cache_control"] = cached.clone();
-    }
-    json!({
-        "model": request.model,
-        "max_tokens": request.max_tokens,
-        "stream": true,
-        "system": [{"type": "text", "text": request.system, "cache_control": cached}],
-        "tools": tools,
-        "messages": messages,
-    })
+    serde_json::to_value(RequestBody::new(request)).expect("requests serialise")
 }
 
 fn tool_definition(tool: Tool) -> Value {
@@ -192,17 +253,6 @@ fn tool_definition(tool: Tool) -> Value {
         Tool::Bash => json!({"type": "bash_20250124", "name": tool.name()}),
         Tool::Editor => json!({"type": "text_editor_20250728", "name": tool.name()}),
     }
-}
-
-/// A stored message as the API takes it: blocks Berth does not know are left out.
-fn message_json(message: &Message) -> Value {
-    let content: Vec<Value> = message
-        .content
-        .iter()
-        .filter(|block| !matches!(block, Block::Other))
-        .map(|block| serde_json::to_value(block).expect("blocks serialize"))
-        .collect();
-    json!({"role": message.role, "content": content})
 }
 
 /// Builds the assistant message from stream events, by block index.
