@@ -16,6 +16,7 @@ pub mod lossy_proxy;
 pub mod postgres_server;
 pub mod process;
 pub mod push_service;
+pub mod refused;
 pub mod wait;
 
 pub use anthropic::FakeAnthropic;
@@ -26,4 +27,5 @@ pub use github_api::{ApiRequest, FakeGitHubApi, PullRequest};
 pub use github_oauth::FakeGitHubOAuth;
 pub use lossy_proxy::LossyProxy;
 pub use push_service::FakePushService;
+pub use refused::RefusedPort;
 pub use wait::eventually;

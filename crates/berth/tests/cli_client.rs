@@ -250,9 +250,8 @@ async fn login_with_github_through_the_device_flow() {
 #[test]
 fn a_wrong_or_unreachable_server_is_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed = berth_testkit::RefusedPort::new();
+    let port = closed.addr().port();
     let cases = [
         (
             format!("127.0.0.1:{port}"),

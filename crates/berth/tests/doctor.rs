@@ -66,9 +66,8 @@ async fn a_healthy_node_passes_every_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_node_is_told_what_to_fix() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let nowhere = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let closed = berth_testkit::RefusedPort::new();
+    let nowhere = closed.url();
     let dir = tempfile::tempdir().unwrap();
     let (output, text) = doctor(
         dir.path(),
