@@ -109,8 +109,6 @@ pub trait Queue: Send + Sync {
 /// What an attempt keeps as it works, so that the next attempt or a follow-up can go on.
 #[async_trait]
 pub trait Transcript: Send + Sync {
-    /// Appends one message to the task's model transcript, fenced by the attempt.
-    async fn append_message(&self, fence: Fence, message: serde_json::Value) -> Result<i64>;
     /// The whole transcript, in order, for resuming a task.
     async fn list_messages(&self, task_id: TaskId) -> Result<Vec<serde_json::Value>>;
     /// Adds one model turn's tokens and cost to the task's totals, fenced by the attempt.

@@ -220,8 +220,10 @@ async fn transcript_and_usage_are_fenced(backend: Backend) {
     let user = serde_json::json!({"role": "user", "content": [{"type": "text", "text": "talk"}]});
     let reply =
         serde_json::json!({"role": "assistant", "content": [{"type": "text", "text": "ok"}]});
-    assert_eq!(store.append_message(fence, user.clone()).await.unwrap(), 1);
-    assert_eq!(store.append_message(fence, reply.clone()).await.unwrap(), 2);
+    for message in [&user, &reply] {
+        let turn = store.record_turn(fence, None, message.clone(), Vec::new());
+        turn.await.unwrap();
+    }
     assert_eq!(
         store.list_messages(task.id).await.unwrap(),
         vec![user.clone(), reply]
@@ -261,7 +263,7 @@ async fn transcript_and_usage_are_fenced(backend: Backend) {
     );
 
     store.finish_task(fence, succeeded()).await.unwrap();
-    let late = store.append_message(fence, user).await;
+    let late = store.record_turn(fence, None, user, Vec::new()).await;
     assert!(
         matches!(late, Err(StoreError::Fenced(_))),
         "no writes after the attempt ended"

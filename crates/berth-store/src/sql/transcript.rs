@@ -29,13 +29,6 @@ where
     String: Column<D::Db>,
     usize: ColumnIndex<Row<D>>,
 {
-    async fn append_message(&self, fence: Fence, message: serde_json::Value) -> Result<i64> {
-        let mut tx = self.write().await?;
-        let idx = Self::append_message_in(&mut tx, fence, message).await?;
-        tx.commit().await?;
-        Ok(idx)
-    }
-
     async fn list_messages(&self, task_id: TaskId) -> Result<Vec<serde_json::Value>> {
         let rows: Vec<Json<serde_json::Value>> =
             sqlx::query_scalar("SELECT message FROM task_messages WHERE task_id = $1 ORDER BY idx")
@@ -156,7 +149,7 @@ where
         conn: &mut Conn<D>,
         fence: Fence,
         message: serde_json::Value,
-    ) -> Result<i64> {
+    ) -> Result<()> {
         // Holds the task for the insert below; a message answers any follow-up prompt.
         let held = sqlx::query(&format!(
             "UPDATE tasks SET pending_prompt = NULL WHERE id = $1 {HELD}"
@@ -168,18 +161,18 @@ where
         if D::rows_affected(&held) == 0 {
             return Err(StoreError::Fenced(fence.task_id));
         }
-        let idx: i64 = sqlx::query_scalar(&format!(
+        sqlx::query(&format!(
             "INSERT INTO task_messages (task_id, idx, attempt, message, created_at) \
              SELECT $1, COALESCE(MAX(idx), 0) + 1, $2, $3, {now} \
-             FROM task_messages WHERE task_id = $1 RETURNING idx",
+             FROM task_messages WHERE task_id = $1",
             now = D::NOW
         ))
         .bind(fence.task_id.0)
         .bind(fence.attempt)
         .bind(Json(message))
-        .fetch_one(conn)
+        .execute(conn)
         .await?;
-        Ok(idx)
+        Ok(())
     }
 
     /// Adds tokens and cost to the task's totals on `conn`, in a transaction or alone.

@@ -31,10 +31,6 @@ async fn assert_fenced(store: &dyn Store, old: Fence) {
     let text = serde_json::json!({ "text": "late" });
     let appended = store.append_event(old, EventKind::AssistantText, text.clone());
     fenced(appended.await.map(drop), "append_event");
-    fenced(
-        store.append_message(old, text.clone()).await.map(drop),
-        "append_message",
-    );
     fenced(store.add_usage(old, &Usage::default()).await, "add_usage");
     let turn = store.record_turn(old, None, text, Vec::new());
     fenced(turn.await, "record_turn");
@@ -54,7 +50,6 @@ async fn assert_holds(store: &dyn Store, new: Fence) {
         .append_event(new, EventKind::AssistantText, text.clone())
         .await
         .unwrap();
-    store.append_message(new, text.clone()).await.unwrap();
     store.add_usage(new, &Usage::default()).await.unwrap();
     let none = Usage::default();
     store

@@ -24,12 +24,13 @@ async fn messages_are_kept_in_order_across_attempts(backend: Backend) {
     let message = |n: i64| serde_json::json!({ "role": "user", "content": format!("m{n}") });
     let (_, first) = claim(store.as_ref(), &roomy("a")).await;
     for n in 1..=3 {
-        let idx = store.append_message(first, message(n)).await.unwrap();
-        assert_eq!(idx, n);
+        let turn = store.record_turn(first, None, message(n), Vec::new());
+        turn.await.unwrap();
     }
     store.release_task(first, "node lost", None).await.unwrap();
     let (_, second) = claim(store.as_ref(), &roomy("a")).await;
-    assert_eq!(store.append_message(second, message(4)).await.unwrap(), 4);
+    let turn = store.record_turn(second, None, message(4), Vec::new());
+    turn.await.unwrap();
     let kept = store.list_messages(id).await.unwrap();
     assert_eq!(kept, (1..=4).map(message).collect::<Vec<_>>());
     assert!(store.list_messages(TaskId::new()).await.unwrap().is_empty());
@@ -167,6 +168,9 @@ async fn the_next_message_answers_a_follow_up_prompt(backend: Backend) {
     let pending = store.work_state(id).await.unwrap().pending_prompt;
     assert_eq!(pending.as_deref(), Some("now the docs"));
     let answer = serde_json::json!({ "role": "user", "content": "now the docs" });
-    store.append_message(second, answer).await.unwrap();
+    store
+        .record_turn(second, None, answer, Vec::new())
+        .await
+        .unwrap();
     assert_eq!(store.work_state(id).await.unwrap().pending_prompt, None);
 }
