@@ -106,7 +106,8 @@ async fn a_pooled_sandbox_has_the_network_for_its_setup_and_none_for_its_work() 
 }
 
 /// The runner's sweep, with a live pool of its own and the pool of a runner that died: the
-/// dead one's waiting containers are removed once past their time, the live one's stay.
+/// dead one's waiting containers are removed once past their time, the live one's stay; a
+/// workspace volume whose container was removed by hand goes too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_removes_a_dead_runners_pool_and_leaves_a_live_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,7 +132,23 @@ async fn the_sweep_removes_a_dead_runners_pool_and_leaves_a_live_one() {
     drop(dead);
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
+    let label = format!("{}={installation}", berth_sandbox::LABEL_INSTALLATION);
+    let created = std::process::Command::new("docker")
+        .args(["volume", "create", "--label", &label])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let volume = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+
     sweep_containers(&live, store.as_ref()).await;
+    let inspected = std::process::Command::new("docker")
+        .args(["volume", "inspect", &volume])
+        .output()
+        .unwrap();
+    assert!(!inspected.status.success(), "the leftover volume stayed");
     assert!(containers_labelled(&format!("berth.node={dead_node}")).is_empty());
     assert_eq!(
         containers_labelled(&format!("berth.node={live_node}")).len(),
