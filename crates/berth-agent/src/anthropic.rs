@@ -174,8 +174,17 @@ struct SystemText<'r> {
     #[serde(rename = "type")]
     kind: &'static str,
     text: &'r str,
-    cache_control: Value,
+    cache_control: CacheControl,
 }
+
+/// A cache breakpoint: the API caches the request's prefix up to and including this part.
+#[derive(Serialize, Clone, Copy)]
+struct CacheControl {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+const CACHED: CacheControl = CacheControl { kind: "ephemeral" };
 
 #[derive(Serialize)]
 struct WireMessage<'r> {
@@ -188,19 +197,18 @@ struct WireBlock<'r> {
     #[serde(flatten)]
     block: &'r Block,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cache_control: Option<Value>,
+    cache_control: Option<CacheControl>,
 }
 
 impl<'r> RequestBody<'r> {
     fn new(request: &'r TurnRequest<'r>) -> Self {
-        let cached = || json!({"type": "ephemeral"});
         let mut tools: Vec<Value> = request
             .tools
             .iter()
             .map(|tool| tool_definition(*tool))
             .collect();
         if let Some(last) = tools.last_mut() {
-            last["cache_control"] = cached();
+            last["cache_control"] = json!(CACHED);
         }
         // Blocks Berth does not know are left out. The API refuses an empty message before
         // the last; an empty answer (which models do give) is left out, and the user
@@ -226,7 +234,7 @@ impl<'r> RequestBody<'r> {
             .last_mut()
             .and_then(|message| message.content.last_mut())
         {
-            block.cache_control = Some(cached());
+            block.cache_control = Some(CACHED);
         }
         RequestBody {
             model: request.model,
@@ -235,7 +243,7 @@ impl<'r> RequestBody<'r> {
             system: [SystemText {
                 kind: "text",
                 text: request.system,
-                cache_control: cached(),
+                cache_control: CACHED,
             }],
             tools,
             messages,
