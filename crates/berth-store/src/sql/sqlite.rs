@@ -2,7 +2,9 @@
 //! (so a read-then-write never fails to upgrade its lock), and a pool of read-only readers.
 //! The one writer excludes every other writer, so no row lock or advisory lock is needed,
 //! and the claim can be a single `UPDATE … RETURNING`. Another process writing to the same
-//! file (a separate `berth runner`) is noticed by polling `PRAGMA data_version`.
+//! file (a separate `berth runner`) is noticed by polling `PRAGMA data_version`. Committed
+//! pages are copied from the WAL into the database file by a connection of its own in the
+//! background, never by a commit (see [`copy_back`]).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -21,8 +23,12 @@ use crate::{Backend, ClaimLimits, Result, StoreError};
 /// How often a process looks whether another process has written to the database.
 const LOOK_ELSEWHERE: Duration = Duration::from_millis(10);
 
+/// How often committed pages are copied from the WAL into the database file.
+const COPY_BACK_EVERY: Duration = Duration::from_millis(500);
+
 pub(crate) struct Sqlite {
     watcher: tokio::task::JoinHandle<()>,
+    checkpointer: tokio::task::JoinHandle<()>,
 }
 
 /// Opens the database file, creating it and its directory if needed, and migrates it.
@@ -42,14 +48,16 @@ pub(crate) async fn open(path: &Path) -> Result<SqlStore<Sqlite>> {
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
+    // No commit copies the WAL back itself (SQLite's default, every 1,000 pages): that copy
+    // syncs the database file, and the write that happened to cross the line waited for it.
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(options.clone())
+        .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
         .await?;
     crate::migrate(&sqlx::migrate!("./migrations/sqlite"), &writer).await?;
     let readers = SqlitePoolOptions::new()
         .max_connections(4)
-        .connect_with(options.read_only(true))
+        .connect_with(options.clone().read_only(true))
         .await?;
     let signals = Arc::new(Signals::new());
     // Where the file stands now: every commit elsewhere after this open is noticed, even one
@@ -60,7 +68,31 @@ pub(crate) async fn open(path: &Path) -> Result<SqlStore<Sqlite>> {
         signals.clone(),
         version,
     ));
-    SqlStore::new(Sqlite { watcher }, writer, readers, signals).await
+    let checkpointer = sqlx::Connection::connect_with(&options).await?;
+    let checkpointer = tokio::spawn(copy_back(checkpointer));
+    let dialect = Sqlite {
+        watcher,
+        checkpointer,
+    };
+    SqlStore::new(dialect, writer, readers, signals).await
+}
+
+/// Copies committed pages from the WAL into the database file, on a connection of its own,
+/// so that the writer never waits for it. A passive checkpoint takes no lock that writers
+/// or readers wait for; it copies what no reader still needs, and the WAL starts over from
+/// its beginning once all of it has been copied.
+async fn copy_back(mut conn: SqliteConnection) {
+    let mut tick = tokio::time::interval(COPY_BACK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let copied = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await;
+        if let Err(err) = copied {
+            tracing::warn!(error = %err, "copying the WAL into the database file failed");
+        }
+    }
 }
 
 /// Tells this process's streams to read again, and its runners to look for work, when
@@ -182,5 +214,6 @@ impl Dialect for Sqlite {
 
     fn stop(&self) {
         self.watcher.abort();
+        self.checkpointer.abort();
     }
 }

@@ -150,3 +150,21 @@ async fn next_notice(notices: &mut broadcast::Receiver<EventNotice>) -> EventNot
         }
     }
 }
+
+/// No commit copies the WAL back into the database file (that copy syncs the file, and the
+/// commit that crossed SQLite's line waited for it): a connection of the store's own does it
+/// in the background, well before SQLite would have (1,000 pages), while the store is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_pages_reach_the_database_file_in_the_background_on_sqlite() {
+    let db = Db::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    let file = db.data_dir().join("berth.db");
+    let before = std::fs::metadata(&file).unwrap().len();
+    let alice = user(store.as_ref(), "alice").await;
+    let prompt = "x".repeat(8 * 1024);
+    for _ in 0..100 {
+        enqueue(store.as_ref(), alice, &prompt).await;
+    }
+    let grown = || async { std::fs::metadata(&file).unwrap().len() >= before + 800 * 1024 };
+    berth_testkit::eventually(Duration::from_secs(30), "the pages are copied back", grown).await;
+}
