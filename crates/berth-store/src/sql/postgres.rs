@@ -19,8 +19,12 @@ const WORK_CHANNEL: &str = "berth_work";
 const EVENTS_CHANNEL: &str = "berth_events";
 const TEXT_CHANNEL: &str = "berth_text";
 
+/// How often this node vacuums the queue's per-user counts (see [`vacuum_queue_counts`]).
+const VACUUM_COUNTS_EVERY: Duration = Duration::from_secs(1);
+
 pub(crate) struct Postgres {
     listener: tokio::task::JoinHandle<()>,
+    vacuum: tokio::task::JoinHandle<()>,
 }
 
 /// Connects to the database the URL names, migrates it, and starts listening to other nodes.
@@ -39,7 +43,9 @@ pub(crate) async fn connect(url: &str) -> Result<SqlStore<Postgres>> {
         .listen_all([WORK_CHANNEL, EVENTS_CHANNEL, TEXT_CHANNEL])
         .await?;
     let listener = tokio::spawn(forward_notifications(listener, signals.clone()));
-    SqlStore::new(Postgres { listener }, pool.clone(), pool, signals).await
+    let vacuum = tokio::spawn(vacuum_queue_counts(pool.clone()));
+    let dialect = Postgres { listener, vacuum };
+    SqlStore::new(dialect, pool.clone(), pool, signals).await
 }
 
 /// Says plainly when a connection failed in its TLS handshake, with the cause rustls found
@@ -57,6 +63,37 @@ fn tls_named(err: sqlx::Error) -> crate::StoreError {
             None => err.into(),
         },
         other => other.into(),
+    }
+}
+
+/// Vacuums `queue_users` every second. Each task's insert and change of status updates its
+/// owner's row there, so a busy queue leaves thousands of dead versions of a few rows behind
+/// each second, and every claim and count update walks past them. Autovacuum comes at most
+/// once a minute per database (`autovacuum_naptime`, whatever the table's own threshold
+/// says): by then the queue had slowed to a third (issue 17). The table has a row per user
+/// with tasks, so vacuuming it is cheap; `SKIP_LOCKED` leaves it to another node already at it.
+async fn vacuum_queue_counts(pool: sqlx::PgPool) {
+    let mut tick = tokio::time::interval(VACUUM_COUNTS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        // A statement of its own: VACUUM cannot run inside a transaction.
+        let vacuumed = sqlx::raw_sql("VACUUM (SKIP_LOCKED) queue_users")
+            .execute(&pool)
+            .await;
+        match vacuumed {
+            Err(err) if !failing => {
+                tracing::warn!(error = %err, "vacuuming the queue's counts failed; the queue slows until it works again");
+                failing = true;
+            }
+            Err(_) => {}
+            Ok(_) if failing => {
+                tracing::info!("vacuuming the queue's counts works again");
+                failing = false;
+            }
+            Ok(_) => {}
+        }
     }
 }
 
@@ -163,6 +200,7 @@ impl Dialect for Postgres {
 
     fn stop(&self) {
         self.listener.abort();
+        self.vacuum.abort();
     }
 }
 

@@ -168,3 +168,39 @@ async fn committed_pages_reach_the_database_file_in_the_background_on_sqlite() {
     let grown = || async { std::fs::metadata(&file).unwrap().len() >= before + 800 * 1024 };
     berth_testkit::eventually(Duration::from_secs(30), "the pages are copied back", grown).await;
 }
+
+/// On PostgreSQL every task's change of status updates its owner's `queue_users` row; the
+/// store vacuums that table itself, every second, rather than leave the dead versions to
+/// autovacuum, which comes at most once a minute and by then had slowed the queue to a third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_counts_are_vacuumed_while_the_store_is_open_on_postgres() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let alice = user(store.as_ref(), "alice").await;
+    for n in 0..20 {
+        enqueue(store.as_ref(), alice, &format!("task {n}")).await;
+        let (_, fence) = claim(store.as_ref(), &roomy("node")).await;
+        store
+            .finish_task(fence, ended(berth_proto::TaskStatus::Succeeded))
+            .await
+            .unwrap();
+    }
+    let url = db.url().expect("a PostgreSQL database");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let vacuums = || async {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'queue_users'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        count
+    };
+    let after_the_writes = vacuums().await;
+    let again = || async { vacuums().await > after_the_writes };
+    let limit = Duration::from_secs(30);
+    berth_testkit::eventually(limit, "queue_users is vacuumed again", again).await;
+}
