@@ -29,8 +29,10 @@ use frame::Frame;
 
 /// WebSocket subprotocols of this form carry a ticket: browsers cannot set headers.
 const TICKET_PROTOCOL: &str = "berth.ticket.";
-/// Each connection reads at most this much from the client (it only sends pongs and closes).
-const READ_BUFFER: usize = 4 * 1024;
+/// What each connection reads from its client at a time. Clients send only pongs and closes,
+/// a few bytes each (a longer message makes the buffer grow, up to `MAX_CLIENT_MESSAGE`); the
+/// buffer is allocated and zeroed whole for every open stream, so it is kept small.
+const READ_BUFFER: usize = 512;
 const WRITE_BUFFER: usize = 16 * 1024;
 const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
 

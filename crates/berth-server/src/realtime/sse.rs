@@ -39,9 +39,11 @@ pub fn respond(
 }
 
 fn to_event(frame: &Frame) -> Event {
-    let event = Event::default().event(frame.kind).data(frame.json.as_str());
-    match &frame.id {
-        Some(id) => event.id(id.as_ref()),
+    let event = Event::default()
+        .event(frame.kind())
+        .data(frame.json().as_str());
+    match frame.id() {
+        Some(id) => event.id(id),
         None => event,
     }
 }

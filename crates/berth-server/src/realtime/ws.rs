@@ -47,7 +47,7 @@ pub async fn pump(
             }
             frame = frames.recv() => match frame {
                 Some(frame) => {
-                    if !send(&mut sink, Message::Text(frame.json), stall).await {
+                    if !send(&mut sink, Message::Text(frame.json().clone()), stall).await {
                         return;
                     }
                 }
