@@ -69,7 +69,11 @@ impl AnthropicProvider {
         Self { config, http }
     }
 
-    async fn attempt(&self, body: &[u8], on_text: Option<OnText<'_>>) -> Result<Turn, Failure> {
+    async fn attempt(
+        &self,
+        body: bytes::Bytes,
+        on_text: Option<OnText<'_>>,
+    ) -> Result<Turn, Failure> {
         let url = format!("{}/v1/messages", self.config.base_url.trim_end_matches('/'));
         let response = self
             .http
@@ -77,7 +81,7 @@ impl AnthropicProvider {
             .header("x-api-key", &self.config.api_key)
             .header("anthropic-version", &self.config.version)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec())
+            .body(body)
             .send()
             .await
             .map_err(|err| Failure::Retry {
@@ -125,12 +129,14 @@ impl AnthropicProvider {
 #[async_trait]
 impl Provider for AnthropicProvider {
     async fn turn(&self, request: &TurnRequest<'_>) -> Result<Turn, ProviderError> {
-        // Serialised once, straight from the conversation, and sent again as it is on a retry.
+        // Serialised once, straight from the conversation, and sent again as it is on a retry
+        // (a clone of `Bytes` shares the buffer).
         let body = serde_json::to_vec(&RequestBody::new(request)).expect("requests serialise");
+        let body = bytes::Bytes::from(body);
         let policy = self.config.retry;
         let mut retry = 0;
         loop {
-            match self.attempt(&body, request.on_text).await {
+            match self.attempt(body.clone(), request.on_text).await {
                 Ok(turn) => return Ok(turn),
                 Err(Failure::Refused { status, message }) => {
                     return Err(ProviderError::Refused { status, message })
