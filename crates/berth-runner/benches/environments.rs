@@ -88,6 +88,8 @@ async fn run() {
             setup: Some(ExecRequest::new(SETUP)),
         };
         let found = cache
+            .lock(&key)
+            .await
             .get_or_build(build, false, &mut |_, _| {})
             .await
             .unwrap();

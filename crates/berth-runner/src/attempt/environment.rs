@@ -9,7 +9,7 @@ use berth_store::EnvironmentRecord;
 use serde_json::json;
 
 use super::{Ending, Lifecycle, Work};
-use crate::environment::cache::Found;
+use crate::environment::cache::{Found, KeyLock};
 use crate::environment::{self, EnvironmentCache};
 use crate::git::Checkout;
 use crate::output::OutputEvents;
@@ -119,18 +119,24 @@ impl<W: Work> Lifecycle<W> {
             last_used: 0,
             created_at: 0,
         };
-        let known = ctx.store.get_environment(key).await?;
-        let mine = known.iter().find(|known| known.node_id == node);
-        let rebuild = mine.is_some_and(|known| known.state == "stale");
-        if mine.is_none_or(|known| known.state != "ready") {
-            ctx.store.put_environment(&record).await?;
-        }
         let call = json!({
             "id": "setup", "name": "environment",
             "input": {"key": key, "base_image": env.base_image, "setup": env.setup},
         });
         let _ = ctx.emit(EventKind::ToolCall, redactor.json(&call)).await;
-        let (found, log) = run_build(cache, build, rebuild, ctx, redactor).await;
+        // The key stays locked while this task reads, builds and records it: a task that
+        // waited for another's build reads that build's record here, log and all.
+        let key_lock = tokio::select! {
+            held = cache.lock(key) => held,
+            () = ctx.stop.cancelled() => return Err(Ending::Stopped),
+        };
+        let known = ctx.store.get_environment(key).await?;
+        let mine = known.into_iter().find(|known| known.node_id == node);
+        let rebuild = mine.as_ref().is_some_and(|known| known.state == "stale");
+        if mine.as_ref().is_none_or(|known| known.state != "ready") {
+            ctx.store.put_environment(&record).await?;
+        }
+        let (found, log) = run_build(&key_lock, build, rebuild, ctx, redactor).await;
         record.log = log;
         let found = match found {
             Ok(found) => found,
@@ -145,9 +151,8 @@ impl<W: Work> Lifecycle<W> {
         };
         let content = match found {
             Found::Reused(_) => {
-                // Read again: the build this task waited for has written its log since.
-                let known = ctx.store.get_environment(key).await?;
-                if let Some(built) = known.into_iter().find(|known| known.node_id == node) {
+                // The log and size are those of the build that made the image.
+                if let Some(built) = mine {
                     record.log = built.log;
                     record.size_bytes = built.size_bytes;
                 }
@@ -217,7 +222,7 @@ impl<W: Work> Lifecycle<W> {
 /// Finds or builds the image, the setup's output streamed as events under the `setup` call
 /// and kept (redacted, bounded) as the log, until the attempt is asked to stop.
 async fn run_build(
-    cache: &EnvironmentCache,
+    key_lock: &KeyLock<'_>,
     build: EnvironmentBuild<'_>,
     rebuild: bool,
     ctx: &Context,
@@ -231,7 +236,7 @@ async fn run_build(
         to_events(stream, bytes);
     };
     let found = tokio::select! {
-        found = cache.get_or_build(build, rebuild, &mut on_output) => Some(found),
+        found = key_lock.get_or_build(build, rebuild, &mut on_output) => Some(found),
         () = ctx.stop.cancelled() => None,
     };
     drop(to_events);

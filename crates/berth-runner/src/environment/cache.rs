@@ -1,6 +1,6 @@
 //! This runner's prepared environment images, on its Docker engine. Tasks on the same key
 //! wait for one build instead of each running the setup: a lock per key, taken before the
-//! image is looked for.
+//! image is looked for and held by the caller while it records what it found.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,24 +53,15 @@ impl EnvironmentCache {
         environment::image_id(&self.docker, image).await
     }
 
-    /// The image for `build.key`: the kept one, marked used, or a new one built now (and the
-    /// least recently used evicted past the bound). With `rebuild`, a kept image is removed
-    /// first (a rebuild was asked for), unless a task is using it.
-    pub async fn get_or_build(
-        &self,
-        build: EnvironmentBuild<'_>,
-        rebuild: bool,
-        on_output: &mut (dyn for<'b> FnMut(Stream, &'b [u8]) + Send),
-    ) -> Result<Found, SandboxError> {
-        let key = build.key.to_string();
-        let lock = self.lock_of(&key);
-        let found = {
-            let _building = lock.lock().await;
-            self.find_or_build(build, rebuild, on_output).await
-        };
-        drop(lock);
-        self.forget_if_unused(&key);
-        found
+    /// Waits for `key`'s lock: one task at a time looks for, builds and records a key's
+    /// image, so a task that waited for a build reads the record the builder wrote.
+    pub async fn lock(&self, key: &str) -> KeyLock<'_> {
+        let guard = self.lock_of(key).lock_owned().await;
+        KeyLock {
+            cache: self,
+            key: key.to_string(),
+            guard: Some(guard),
+        }
     }
 
     async fn find_or_build(
@@ -118,6 +109,36 @@ impl EnvironmentCache {
         {
             in_flight.remove(key);
         }
+    }
+}
+
+/// One key's lock, held; dropping it lets the next task on the key go on.
+pub struct KeyLock<'a> {
+    cache: &'a EnvironmentCache,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl KeyLock<'_> {
+    /// The image for the locked key: the kept one, marked used, or a new one built now (and
+    /// the least recently used evicted past the bound). With `rebuild`, a kept image is
+    /// removed first (a rebuild was asked for), unless a task is using it.
+    pub async fn get_or_build(
+        &self,
+        build: EnvironmentBuild<'_>,
+        rebuild: bool,
+        on_output: &mut (dyn for<'b> FnMut(Stream, &'b [u8]) + Send),
+    ) -> Result<Found, SandboxError> {
+        assert_eq!(build.key, self.key, "the build is for the locked key");
+        self.cache.find_or_build(build, rebuild, on_output).await
+    }
+}
+
+impl Drop for KeyLock<'_> {
+    fn drop(&mut self) {
+        // Released first, so that the map's entry is the last holder when no one waits.
+        self.guard.take();
+        self.cache.forget_if_unused(&self.key);
     }
 }
 
