@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::outbox::News;
-use super::{Args, Column, Conn, Dialect, Row, SqlStore};
+use super::{Args, Column, Conn, Dialect, Row, SqlStore, ACTIVE};
 use crate::rows::{self, EventRow};
 use crate::signal::EventNotice;
 use crate::{Events, Fence, Result, StoreError};
@@ -33,17 +33,12 @@ where
         kind: EventKind,
         payload: serde_json::Value,
     ) -> Result<Option<EventNotice>> {
-        let seq: Option<(i64, i64, Uuid)> = sqlx::query_as(&format!(
-            "UPDATE tasks SET last_event_seq = last_event_seq + 1, updated_at = {now} \
-             WHERE id = $1 AND ($2 IS NULL OR (attempt = $2 AND status IN ('running', 'cancelling'))) \
-             RETURNING last_event_seq, attempt, owner_id",
-            now = D::NOW
-        ))
-        .bind(task_id.0)
-        .bind(fence_attempt)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some((seq, attempt, owner_id)) = seq else {
+        let seq: Option<(Uuid, i64, i64, Uuid)> = sqlx::query_as(&take_seq::<D>())
+            .bind(task_id.0)
+            .bind(fence_attempt)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some((_, seq, attempt, owner_id)) = seq else {
             return Ok(None);
         };
         let taken = TakenSeq {
@@ -109,6 +104,29 @@ where
     }
 }
 
+/// Takes task `$1`'s next sequence number, if the attempt `$2` (or any, when `NULL`) holds
+/// it; returns `id, last_event_seq, attempt, owner_id`.
+fn take_seq<D: Dialect>() -> String {
+    format!(
+        "UPDATE tasks SET last_event_seq = last_event_seq + 1, updated_at = {now} \
+         WHERE id = $1 AND ($2 IS NULL OR (attempt = $2 AND status IN {ACTIVE})) \
+         RETURNING id, last_event_seq, attempt, owner_id",
+        now = D::NOW
+    )
+}
+
+/// Inserts one event for each row of `source`, a `WITH` of the tasks a statement changed
+/// (their `id`, `attempt`, and `last_event_seq`: the number the event takes), with `kind`
+/// and `payload` SQL expressions. For a statement that writes its event itself (see
+/// `Dialect::ONE_STATEMENT_STEPS`).
+pub(super) fn event_from<D: Dialect>(source: &str, kind: &str, payload: &str) -> String {
+    format!(
+        "INSERT INTO task_events (task_id, seq, attempt, kind, payload, created_at) \
+         SELECT id, last_event_seq, attempt, {kind}, {payload}, {now} FROM {source}",
+        now = D::NOW
+    )
+}
+
 /// A sequence number a transaction has taken for the task's next event.
 pub(super) struct TakenSeq {
     pub task_id: TaskId,
@@ -169,6 +187,28 @@ where
         kind: EventKind,
         payload: serde_json::Value,
     ) -> Result<i64> {
+        // Only a status event can be news someone hears of (and must be told of in the same
+        // transaction); any other is one statement where the dialect allows.
+        if D::ONE_STATEMENT_STEPS && kind != EventKind::Status {
+            let taken: Option<(Uuid, i64, i64, Uuid)> = sqlx::query_as(&format!(
+                "WITH taken AS ({take}), event AS ({insert}) SELECT * FROM taken",
+                take = take_seq::<D>(),
+                insert = event_from::<D>("taken", "$3", "$4"),
+            ))
+            .bind(fence.task_id.0)
+            .bind(Some(fence.attempt))
+            .bind(kind.as_str())
+            .bind(Json(payload))
+            .fetch_optional(&self.writer)
+            .await?;
+            let (_, seq, _, owner_id) = taken.ok_or(StoreError::Fenced(fence.task_id))?;
+            self.notify_subscribers(Some(EventNotice {
+                task_id: fence.task_id,
+                owner_id: owner_id.into(),
+                seq,
+            }));
+            return Ok(seq);
+        }
         let mut tx = self.write().await?;
         let notice = Self::append_in(&mut tx, fence.task_id, Some(fence.attempt), kind, payload)
             .await?

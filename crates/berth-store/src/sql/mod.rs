@@ -44,6 +44,10 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     const FOR_UPDATE_SKIP_LOCKED: &'static str;
     /// The function that builds a JSON object from key, value, … arguments.
     const JSON_OBJECT: &'static str;
+    /// Whether a step may change its task and write its event in one statement, outside a
+    /// transaction (`WITH changed AS (UPDATE …), event AS (INSERT …) SELECT …`): one round
+    /// trip instead of four. PostgreSQL's; SQLite's `WITH` cannot hold an `UPDATE`.
+    const ONE_STATEMENT_STEPS: bool;
 
     /// How many rows a statement changed.
     fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
@@ -69,8 +73,23 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
         conn: &mut Conn<Self>,
         limits: &ClaimLimits,
     ) -> impl Future<Output = Result<Option<Task>>> + Send;
+    /// The claim and its `running` event as one statement, outside any transaction, when
+    /// that can decide it (see `ONE_STATEMENT_STEPS`); otherwise the caller claims in a
+    /// transaction.
+    fn claim_at_once(
+        pool: &Pool<Self::Db>,
+        limits: &ClaimLimits,
+    ) -> impl Future<Output = Result<AtOnce<Option<Task>>>> + Send;
     /// Stops what the dialect runs beside its pools.
     fn stop(&self);
+}
+
+/// What a step tried as one statement came to.
+pub(crate) enum AtOnce<T> {
+    Done(T),
+    /// Left to the step's transaction: someone hears of the task's news (the outbox is
+    /// written in the same transaction), or a case the one statement does not decide.
+    InTransaction,
 }
 
 // `D: Dialect` implies nothing about other types (that `Uuid` binds on `D::Db`, say), so each

@@ -287,8 +287,9 @@ const WEBHOOK: i64 = 1;
 const PUSH: i64 = 2;
 const GITHUB: i64 = 3;
 
-/// `(kind, id)` rows of those who hear of a task's news (see [`News`]).
-fn listeners_sql(ended: bool, owner: &str, task: &str) -> String {
+/// `(kind, id)` rows of those who hear of a task's news (see [`News`]); `owner` and `task`
+/// are the statement's expressions for the task's owner and id.
+pub(super) fn listeners_sql(ended: bool, owner: &str, task: &str) -> String {
     let mut sql = format!(
         "SELECT CAST({WEBHOOK} AS BIGINT), id FROM webhook_endpoints \
          WHERE owner_id = {owner} AND deleted_at IS NULL"

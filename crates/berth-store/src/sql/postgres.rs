@@ -10,7 +10,9 @@ use berth_proto::Task;
 use sqlx::postgres::{PgArguments, PgConnection, PgListener, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{FromRow, Row};
 
-use super::{Dialect, SqlStore, ACTIVE};
+use super::events::event_from;
+use super::outbox::listeners_sql;
+use super::{AtOnce, Dialect, SqlStore, ACTIVE};
 use crate::rows::{task_columns, TaskRow};
 use crate::signal::{EventNotice, Signals, TextDelta};
 use crate::{Backend, ClaimLimits, Result};
@@ -135,6 +137,7 @@ impl Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const FOR_UPDATE_SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const JSON_OBJECT: &'static str = "jsonb_build_object";
+    const ONE_STATEMENT_STEPS: bool = true;
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
@@ -198,6 +201,46 @@ impl Dialect for Postgres {
         Ok(None)
     }
 
+    /// Decides in one statement when the chosen user's row is free and nobody hears of
+    /// their task's start (the `running` event is written in the same statement), or when
+    /// no user has a claimable task; otherwise leaves the claim to the transaction.
+    async fn claim_at_once(
+        pool: &sqlx::PgPool,
+        limits: &ClaimLimits,
+    ) -> Result<AtOnce<Option<Task>>> {
+        let chosen_user = "(SELECT user_id FROM chosen)";
+        let listeners = listeners_sql(false, chosen_user, "tasks.id");
+        let sql = format!(
+            "WITH chosen AS ({choose} FOR UPDATE OF u SKIP LOCKED),
+             claimed AS ({take}),
+             event AS ({event})
+             SELECT chosen.user_id AS chosen_user,
+               (chosen.user_id IS NOT NULL OR EXISTS ({choose})) AS waiting, claimed.*
+             FROM (SELECT 1) AS one LEFT JOIN chosen ON TRUE LEFT JOIN claimed ON TRUE",
+            choose = choose_user(),
+            take = take_oldest_task(chosen_user, &format!("NOT EXISTS ({listeners})")),
+            event = event_from::<Self>(
+                "claimed",
+                "'status'",
+                "jsonb_build_object('status', 'running', 'attempt', attempt, 'node', $3)"
+            ),
+        );
+        let row = bind_limits(sqlx::query(&sql), limits, &[])
+            .fetch_one(pool)
+            .await?;
+        let claimed: Option<uuid::Uuid> = row.try_get("id")?;
+        if claimed.is_some() {
+            let task: Task = TaskRow::from_row(&row)?.try_into()?;
+            return Ok(AtOnce::Done(Some(task)));
+        }
+        // A user's row another claim holds, or someone who hears of the start: the
+        // transaction waits, or tells them.
+        match row.try_get("waiting")? {
+            true => Ok(AtOnce::InTransaction),
+            false => Ok(AtOnce::Done(None)),
+        }
+    }
+
     fn stop(&self) {
         self.listener.abort();
         self.vacuum.abort();
@@ -232,8 +275,8 @@ fn choose_user() -> String {
 }
 
 /// Leases the oldest claimable task of the user `user` names (a value or a subquery) to the
-/// node `$3` for `$5` ms.
-fn take_oldest_task(user: &str) -> String {
+/// node `$3` for `$5` ms, if `also`.
+fn take_oldest_task(user: &str, also: &str) -> String {
     format!(
         "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = $3,
            lease_expires_at = {now} + $5, claimed_at = {now},
@@ -241,6 +284,7 @@ fn take_oldest_task(user: &str) -> String {
            last_event_seq = last_event_seq + 1
          WHERE id = (SELECT id FROM tasks WHERE owner_id = {user} AND status = 'queued'
                      AND not_before <= {now} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+           AND {also}
          RETURNING {columns}",
         now = Postgres::NOW,
         columns = task_columns!()
@@ -273,7 +317,7 @@ async fn choose_and_claim(
          claimed AS ({take})
          SELECT chosen.user_id AS chosen_user, claimed.* FROM chosen LEFT JOIN claimed ON TRUE",
         choose = choose_user(),
-        take = take_oldest_task("(SELECT user_id FROM chosen)"),
+        take = take_oldest_task("(SELECT user_id FROM chosen)", "TRUE"),
     );
     let row = bind_limits(sqlx::query(&sql), limits, passed)
         .fetch_optional(conn)
@@ -325,10 +369,11 @@ async fn claim_for_user(
     user_id: uuid::Uuid,
     limits: &ClaimLimits,
 ) -> Result<Option<Task>> {
-    let row: Option<TaskRow> = bind_limits(sqlx::query(&take_oldest_task("$6")), limits, &[])
-        .bind(user_id)
-        .try_map(|row: PgRow| TaskRow::from_row(&row))
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<TaskRow> =
+        bind_limits(sqlx::query(&take_oldest_task("$6", "TRUE")), limits, &[])
+            .bind(user_id)
+            .try_map(|row: PgRow| TaskRow::from_row(&row))
+            .fetch_optional(conn)
+            .await?;
     row.map(Task::try_from).transpose()
 }

@@ -8,8 +8,9 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::events::TakenSeq;
-use super::{Args, Column, Conn, Dialect, Row, SqlStore, ACTIVE};
+use super::events::{event_from, TakenSeq};
+use super::outbox::listeners_sql;
+use super::{Args, AtOnce, Column, Conn, Dialect, Row, SqlStore, ACTIVE};
 use crate::signal::EventNotice;
 use crate::{ClaimLimits, Fence, Queue, Released, Result, StoreError, TaskEnd};
 
@@ -21,6 +22,7 @@ where
     for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> &'q [u8]: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q [u8]>: Encode<'q, D::Db> + Type<D::Db>,
     Json<serde_json::Value>: Column<D::Db>,
     Uuid: Column<D::Db>,
     i64: Column<D::Db>,
@@ -30,6 +32,14 @@ where
     usize: ColumnIndex<Row<D>>,
 {
     async fn claim_next_task(&self, limits: &ClaimLimits) -> Result<Option<Task>> {
+        if let AtOnce::Done(task) = D::claim_at_once(&self.writer, limits).await? {
+            self.notify_subscribers(task.as_ref().map(|task| EventNotice {
+                task_id: task.id,
+                owner_id: task.owner_id,
+                seq: task.last_event_seq,
+            }));
+            return Ok(task);
+        }
         let mut tx = self.write().await?;
         let Some(task) = D::claim(&mut tx, limits).await? else {
             // Give back the write lock (SQLite) or the rows locked while looking (PostgreSQL)
@@ -98,24 +108,42 @@ where
     }
 
     async fn finish_task(&self, fence: Fence, end: TaskEnd) -> Result<()> {
+        let payload = status_payload(end.status, end.reason.as_deref());
+        if D::ONE_STATEMENT_STEPS {
+            // When nobody hears of the ending: the task's row, its diff and its event at once.
+            let listeners = listeners_sql(true, "tasks.owner_id", "tasks.id");
+            let nobody_hears = format!("NOT EXISTS ({listeners})");
+            let sql = format!(
+                "WITH done AS ({finish}), \
+                 diff AS (INSERT INTO task_diffs (task_id, diff, created_at) \
+                   SELECT id, $8, {now} FROM done WHERE $8 IS NOT NULL \
+                   ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff), \
+                 event AS ({event}) \
+                 SELECT last_event_seq, owner_id FROM done",
+                finish = finish_sql::<D>(&nobody_hears),
+                now = D::NOW,
+                event = event_from::<D>("done", "'status'", "$9"),
+            );
+            let done: Option<(i64, Uuid)> = bind_end(sqlx::query_as(&sql), fence, &end)
+                .bind(end.diff.as_deref())
+                .bind(Json(payload.clone()))
+                .fetch_optional(&self.writer)
+                .await?;
+            if let Some((seq, owner_id)) = done {
+                self.notify_subscribers(Some(EventNotice {
+                    task_id: fence.task_id,
+                    owner_id: owner_id.into(),
+                    seq,
+                }));
+                return Ok(());
+            }
+            // Someone hears of it, or the fence does not hold: the transaction tells which.
+        }
         let mut tx = self.write().await?;
-        let updated: Option<(i64, Uuid)> = sqlx::query_as(&format!(
-            "UPDATE tasks SET status = $3, error = $4, has_diff = (has_diff OR $5), \
-             branch = COALESCE($6, branch), pull_request_url = COALESCE($7, pull_request_url), \
-             finished_at = {now}, updated_at = {now}, lease_owner = NULL, lease_expires_at = NULL, \
-             last_event_seq = last_event_seq + 1 \
-             WHERE id = $1 AND attempt = $2 AND status IN {ACTIVE} RETURNING last_event_seq, owner_id",
-            now = D::NOW
-        ))
-        .bind(fence.task_id.0)
-        .bind(fence.attempt)
-        .bind(end.status.as_str())
-        .bind(end.reason.as_deref())
-        .bind(end.diff.is_some())
-        .bind(end.branch.as_deref())
-        .bind(end.pull_request_url.as_deref())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let updated: Option<(i64, Uuid)> =
+            bind_end(sqlx::query_as(&finish_sql::<D>("TRUE")), fence, &end)
+                .fetch_optional(&mut *tx)
+                .await?;
         let (seq, owner_id) = updated.ok_or(StoreError::Fenced(fence.task_id))?;
         if let Some(diff) = &end.diff {
             sqlx::query(&format!(
@@ -128,7 +156,6 @@ where
             .execute(&mut *tx)
             .await?;
         }
-        let payload = status_payload(end.status, end.reason.as_deref());
         let taken = TakenSeq {
             task_id: fence.task_id,
             owner_id,
@@ -326,6 +353,46 @@ fn fences(rows: Vec<(Uuid, i64)>) -> Vec<Fence> {
             attempt,
         })
         .collect()
+}
+
+/// Ends the attempt `$2` of task `$1` as `$3` (`$4`…`$7`: the reason, whether it left a diff,
+/// its branch and pull request), if it holds the task and `also`; takes the number of its
+/// status event, and returns it with the owner: `last_event_seq, owner_id` (and `id,
+/// attempt`, for [`event_from`]).
+fn finish_sql<D: Dialect>(also: &str) -> String {
+    format!(
+        "UPDATE tasks SET status = $3, error = $4, has_diff = (has_diff OR $5), \
+         branch = COALESCE($6, branch), pull_request_url = COALESCE($7, pull_request_url), \
+         finished_at = {now}, updated_at = {now}, lease_owner = NULL, lease_expires_at = NULL, \
+         last_event_seq = last_event_seq + 1 \
+         WHERE id = $1 AND attempt = $2 AND status IN {ACTIVE} AND {also} \
+         RETURNING last_event_seq, owner_id, id, attempt",
+        now = D::NOW
+    )
+}
+
+/// Binds `$1`…`$7` of [`finish_sql`].
+fn bind_end<'q, Db, O>(
+    query: sqlx::query::QueryAs<'q, Db, O, <Db as sqlx::Database>::Arguments<'q>>,
+    fence: Fence,
+    end: &'q TaskEnd,
+) -> sqlx::query::QueryAs<'q, Db, O, <Db as sqlx::Database>::Arguments<'q>>
+where
+    Db: sqlx::Database,
+    Uuid: Column<Db>,
+    i64: Column<Db>,
+    bool: Column<Db>,
+    for<'a> &'a str: Encode<'a, Db> + Type<Db>,
+    for<'a> Option<&'a str>: Encode<'a, Db> + Type<Db>,
+{
+    query
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .bind(end.status.as_str())
+        .bind(end.reason.as_deref())
+        .bind(end.diff.is_some())
+        .bind(end.branch.as_deref())
+        .bind(end.pull_request_url.as_deref())
 }
 
 fn status_payload(status: TaskStatus, reason: Option<&str>) -> serde_json::Value {

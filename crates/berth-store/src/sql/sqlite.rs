@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use berth_proto::Task;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::sqlite::{SqliteConnection, SqliteQueryResult};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteQueryResult};
 
-use super::{Dialect, SqlStore, ACTIVE};
+use super::{AtOnce, Dialect, SqlStore, ACTIVE};
 use crate::rows::{task_columns, TaskRow};
 use crate::signal::{EventNotice, Signals, TextDelta};
 use crate::{Backend, ClaimLimits, Result, StoreError};
@@ -155,6 +155,7 @@ impl Dialect for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const FOR_UPDATE_SKIP_LOCKED: &'static str = "";
     const JSON_OBJECT: &'static str = "json_object";
+    const ONE_STATEMENT_STEPS: bool = false;
 
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()
@@ -210,6 +211,10 @@ impl Dialect for Sqlite {
         .fetch_optional(conn)
         .await?;
         row.map(Task::try_from).transpose()
+    }
+
+    async fn claim_at_once(_: &SqlitePool, _: &ClaimLimits) -> Result<AtOnce<Option<Task>>> {
+        Ok(AtOnce::InTransaction)
     }
 
     fn stop(&self) {

@@ -7,9 +7,11 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::events::TakenSeq;
+use super::events::{event_from, TakenSeq};
+use super::outbox::listeners_sql;
 use super::{Args, Column, Conn, Dialect, Row, SqlStore};
 use crate::rows::{self, task_columns, TaskRow};
+use crate::signal::EventNotice;
 use crate::{Created, NewFollowUp, NewTask, Result, StoreError, TaskQuery, Tasks};
 
 #[async_trait]
@@ -47,38 +49,42 @@ where
     }
 
     async fn create_task(&self, new: NewTask) -> Result<Created> {
+        let status = serde_json::json!({ "status": "queued" });
+        // When nobody hears of the new task: its row and its event at once. A task from
+        // GitHub records where it came from, in the transaction.
+        if D::ONE_STATEMENT_STEPS && new.github.is_none() {
+            let listeners = listeners_sql(false, "$2", "$1");
+            let sql = format!(
+                "WITH inserted AS ({insert}), event AS ({event}) SELECT * FROM inserted",
+                insert = insert_task_sql::<D>(&format!("NOT EXISTS ({listeners})")),
+                event = event_from::<D>("inserted", "'status'", "$16"),
+            );
+            let inserted: Option<TaskRow> = bind_new(sqlx::query_as(&sql), &new)
+                .bind(Json(status.clone()))
+                .fetch_optional(&self.writer)
+                .await?;
+            if let Some(row) = inserted {
+                let task = Task::try_from(row)?;
+                self.notify_subscribers(Some(EventNotice {
+                    task_id: task.id,
+                    owner_id: task.owner_id,
+                    seq: 1,
+                }));
+                self.signals.wake_runners();
+                return Ok(Created {
+                    task,
+                    created: true,
+                    first_seq: Some(1),
+                });
+            }
+            // Someone hears of it, or the idempotency key is taken: the transaction tells.
+        }
         let mut tx = self.write().await?;
         let (key, hash) = new.idempotency.clone().unzip();
-        let request = &new.request;
-        // The row takes sequence number 1 for its `queued` event as it is inserted.
-        let inserted: Option<TaskRow> = sqlx::query_as(&format!(
-            "INSERT INTO tasks (id, owner_id, status, repo_url, git_ref, prompt, model, network, \
-             budget, timeout_secs, open_pull_request, max_attempts, not_before, created_at, \
-             updated_at, idempotency_key, request_hash, resources, agent, last_event_seq) \
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, {now}, {now}, {now}, \
-             $12, $13, $14, $15, 1) \
-             ON CONFLICT (owner_id, idempotency_key) DO NOTHING RETURNING {columns}",
-            now = D::NOW,
-            columns = task_columns!()
-        ))
-        .bind(TaskId::new().0)
-        .bind(new.owner_id.0)
-        .bind(request.repo_url.as_str())
-        .bind(request.git_ref.as_deref())
-        .bind(request.prompt.as_str())
-        .bind(request.model.as_deref())
-        // The API fills in the server's default; a request stored without it gets none.
-        .bind(request.network.unwrap_or_default().as_str())
-        .bind(Json(&request.budget))
-        .bind(request.timeout_secs.map(|secs| secs as i64))
-        .bind(request.open_pull_request)
-        .bind(new.max_attempts)
-        .bind(key.as_deref())
-        .bind(hash.as_deref())
-        .bind(Json(&request.resources))
-        .bind(request.agent.map(Agent::as_str))
-        .fetch_optional(&mut *tx)
-        .await?;
+        let inserted: Option<TaskRow> =
+            bind_new(sqlx::query_as(&insert_task_sql::<D>("TRUE")), &new)
+                .fetch_optional(&mut *tx)
+                .await?;
 
         let Some(row) = inserted else {
             let row: TaskRow = sqlx::query_as(concat!(
@@ -121,7 +127,6 @@ where
             .execute(&mut *tx)
             .await?;
         }
-        let status = serde_json::json!({ "status": "queued" });
         let notice = Self::write_event_in(&mut tx, taken, EventKind::Status, status).await?;
         tx.commit().await?;
         self.notify_subscribers(Some(notice));
@@ -354,4 +359,60 @@ where
         .fetch_optional(conn)
         .await?)
     }
+}
+
+/// Inserts a new task (`$1` its id, `$2` its owner, `$3`…`$15` its request, see
+/// [`bind_new`]), queued, numbering its `queued` event 1, if `only_if` (SQL); returns the row,
+/// unless the owner has a task by its idempotency key already.
+fn insert_task_sql<D: Dialect>(only_if: &str) -> String {
+    format!(
+        "INSERT INTO tasks (id, owner_id, status, repo_url, git_ref, prompt, model, network, \
+         budget, timeout_secs, open_pull_request, max_attempts, not_before, created_at, \
+         updated_at, idempotency_key, request_hash, resources, agent, last_event_seq) \
+         SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, {now}, {now}, {now}, \
+         $12, $13, $14, $15, 1 WHERE {only_if} \
+         ON CONFLICT (owner_id, idempotency_key) DO NOTHING RETURNING {columns}",
+        now = D::NOW,
+        columns = task_columns!()
+    )
+}
+
+/// Binds `$1`…`$15` of [`insert_task_sql`]: a new id, and the task's owner and request.
+fn bind_new<'q, Db, O>(
+    query: sqlx::query::QueryAs<'q, Db, O, <Db as sqlx::Database>::Arguments<'q>>,
+    new: &'q NewTask,
+) -> sqlx::query::QueryAs<'q, Db, O, <Db as sqlx::Database>::Arguments<'q>>
+where
+    Db: sqlx::Database,
+    Uuid: Column<Db>,
+    i64: Column<Db>,
+    Option<i64>: Column<Db>,
+    bool: Column<Db>,
+    for<'a> &'a str: Encode<'a, Db> + Type<Db>,
+    for<'a> Option<&'a str>: Encode<'a, Db> + Type<Db>,
+    for<'a> Json<&'a Budget>: Encode<'a, Db> + Type<Db>,
+    for<'a> Json<&'a Resources>: Encode<'a, Db> + Type<Db>,
+{
+    let request = &new.request;
+    let (key, hash) = match &new.idempotency {
+        Some((key, hash)) => (Some(key.as_str()), Some(hash.as_str())),
+        None => (None, None),
+    };
+    query
+        .bind(TaskId::new().0)
+        .bind(new.owner_id.0)
+        .bind(request.repo_url.as_str())
+        .bind(request.git_ref.as_deref())
+        .bind(request.prompt.as_str())
+        .bind(request.model.as_deref())
+        // The API fills in the server's default; a request stored without it gets none.
+        .bind(request.network.unwrap_or_default().as_str())
+        .bind(Json(&request.budget))
+        .bind(request.timeout_secs.map(|secs| secs as i64))
+        .bind(request.open_pull_request)
+        .bind(new.max_attempts)
+        .bind(key)
+        .bind(hash)
+        .bind(Json(&request.resources))
+        .bind(request.agent.map(Agent::as_str))
 }
