@@ -28,25 +28,37 @@ impl PostgresServer {
         set_mode(&key, 0o600);
         as_postgres_owner(dir.path());
 
-        let port = free_port();
         let data = dir.path().join("data");
         run(as_postgres(&bin.join("initdb"))
             .args(["-U", "postgres", "-A", "trust", "--no-sync", "-D"])
             .arg(&data));
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {dir} -c fsync=off -c ssl=on \
-             -c ssl_cert_file={cert} -c ssl_key_file={key}",
-            dir = dir.path().display(),
-            cert = cert.display(),
-            key = key.display(),
-        );
-        run(as_postgres(&bin.join("pg_ctl"))
-            .args(["-w", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.path().join("log"))
-            .args(["-o", &options, "start"]));
-        Some(PostgresServer { port, bin, dir })
+        // The port is free when chosen, but another test may take it before the server binds
+        // it: then the start fails, and another port is tried.
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k {dir} -c fsync=off -c ssl=on \
+                 -c ssl_cert_file={cert} -c ssl_key_file={key}",
+                dir = dir.path().display(),
+                cert = cert.display(),
+                key = key.display(),
+            );
+            let started = as_postgres(&bin.join("pg_ctl"))
+                .args(["-w", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.path().join("log"))
+                .args(["-o", &options, "start"])
+                .output()
+                .expect("run pg_ctl");
+            if started.status.success() {
+                return Some(PostgresServer { port, bin, dir });
+            }
+            let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+            failures.push(format!("port {port}: {log}"));
+        }
+        panic!("PostgreSQL did not start: {}", failures.join("\n"));
     }
 }
 
