@@ -84,7 +84,12 @@ async fn a_turn_lands_whole_and_only_while_its_attempt_holds_the_task(backend: B
             EventKind::AssistantText,
             serde_json::json!({ "text": "hello" }),
         ),
+        (
+            EventKind::ToolCall,
+            serde_json::json!({ "id": "toolu_1", "name": "bash" }),
+        ),
     ];
+    let payloads: Vec<serde_json::Value> = parts.iter().map(|(_, p)| p.clone()).collect();
     let before = events(store.as_ref(), alice, id).await;
     let recorded = store.record_turn(fence, Some(&usage), message.clone(), parts);
     recorded.await.unwrap();
@@ -98,8 +103,14 @@ async fn a_turn_lands_whole_and_only_while_its_attempt_holds_the_task(backend: B
     let expected = [
         (next, EventKind::Usage),
         (next + 1, EventKind::AssistantText),
+        (next + 2, EventKind::ToolCall),
     ];
     assert_eq!(new, expected);
+    let stored: Vec<serde_json::Value> = after[before.len()..]
+        .iter()
+        .map(|event| event.payload.clone())
+        .collect();
+    assert_eq!(stored, payloads, "each event with its own payload");
     assert_eq!(store.list_messages(id).await.unwrap(), vec![message]);
     assert_eq!(task(store.as_ref(), alice, id).await.usage, usage);
 
