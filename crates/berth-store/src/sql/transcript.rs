@@ -8,7 +8,6 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::{Args, Column, Conn, Dialect, Row, SqlStore};
-use crate::signal::EventNotice;
 use crate::{Fence, Result, StoreError, Transcript, WorkState};
 
 /// The rest of a `WHERE id = $1` that holds only while attempt `$2` holds the task.
@@ -51,57 +50,18 @@ where
         message: serde_json::Value,
         events: Vec<(EventKind, serde_json::Value)>,
     ) -> Result<()> {
-        // Five statements whatever the turn holds: one update of the task's row (its usage,
-        // a waiting prompt answered, the events' numbers taken), the message, and the events
-        // in one insert. A status event would carry news, which `append_in` tells; a turn's
-        // events are never one, but if they were they would take that way.
-        let batched = !events.iter().any(|(kind, _)| *kind == EventKind::Status);
-        let taking = if batched { events.len() as i64 } else { 0 };
         let mut tx = self.write().await?;
-        let usage = usage.cloned().unwrap_or_default();
-        let held: Option<(i64, Uuid)> = sqlx::query_as(&format!(
-            "UPDATE tasks SET input_tokens = input_tokens + $3, output_tokens = output_tokens + $4, \
-             cache_write_tokens = cache_write_tokens + $5, cache_read_tokens = cache_read_tokens + $6, \
-             cost_usd = cost_usd + $7, pending_prompt = NULL, \
-             last_event_seq = last_event_seq + $8, updated_at = {now} \
-             WHERE id = $1 {HELD} RETURNING last_event_seq, owner_id",
-            now = D::NOW
-        ))
-        .bind(fence.task_id.0)
-        .bind(fence.attempt)
-        .bind(usage.input_tokens as i64)
-        .bind(usage.output_tokens as i64)
-        .bind(usage.cache_write_tokens as i64)
-        .bind(usage.cache_read_tokens as i64)
-        .bind(usage.cost_usd)
-        .bind(taking)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (last, owner_id) = held.ok_or(StoreError::Fenced(fence.task_id))?;
-        Self::insert_message_in(&mut tx, fence, message).await?;
+        if let Some(usage) = usage {
+            Self::add_usage_in(&mut tx, fence, usage).await?;
+        }
+        Self::append_message_in(&mut tx, fence, message).await?;
         let mut notices = Vec::with_capacity(events.len());
-        if batched && !events.is_empty() {
-            let first = last - taking + 1;
-            let sql = events_insert::<D>(events.len());
-            let mut insert = sqlx::query(&sql).bind(fence.task_id.0).bind(fence.attempt);
-            for (n, (kind, payload)) in events.into_iter().enumerate() {
-                let seq = first + n as i64;
-                insert = insert.bind(seq).bind(kind.as_str()).bind(Json(payload));
-                notices.push(EventNotice {
-                    task_id: fence.task_id,
-                    owner_id: owner_id.into(),
-                    seq,
-                });
-            }
-            insert.execute(&mut *tx).await?;
-        } else {
-            for (kind, payload) in events {
-                let notice =
-                    Self::append_in(&mut tx, fence.task_id, Some(fence.attempt), kind, payload)
-                        .await?
-                        .ok_or(StoreError::Fenced(fence.task_id))?;
-                notices.push(notice);
-            }
+        for (kind, payload) in events {
+            let notice =
+                Self::append_in(&mut tx, fence.task_id, Some(fence.attempt), kind, payload)
+                    .await?
+                    .ok_or(StoreError::Fenced(fence.task_id))?;
+            notices.push(notice);
         }
         tx.commit().await?;
         for notice in notices {
@@ -184,13 +144,23 @@ where
     f64: Column<D::Db>,
     usize: ColumnIndex<Row<D>>,
 {
-    /// Appends a message to the task's transcript inside the caller's transaction, which
-    /// holds the task (its row updated, fenced by the attempt).
-    async fn insert_message_in(
+    /// Appends a message to the task's transcript inside the caller's transaction.
+    async fn append_message_in(
         conn: &mut Conn<D>,
         fence: Fence,
         message: serde_json::Value,
     ) -> Result<()> {
+        // Holds the task for the insert below; a message answers any follow-up prompt.
+        let held = sqlx::query(&format!(
+            "UPDATE tasks SET pending_prompt = NULL WHERE id = $1 {HELD}"
+        ))
+        .bind(fence.task_id.0)
+        .bind(fence.attempt)
+        .execute(&mut *conn)
+        .await?;
+        if D::rows_affected(&held) == 0 {
+            return Err(StoreError::Fenced(fence.task_id));
+        }
         sqlx::query(&format!(
             "INSERT INTO task_messages (task_id, idx, attempt, message, created_at) \
              SELECT $1, COALESCE(MAX(idx), 0) + 1, $2, $3, {now} \
@@ -226,24 +196,4 @@ where
             _ => Ok(()),
         }
     }
-}
-
-/// Inserts `count` events of task `$1`'s attempt `$2`, each given by three parameters from
-/// `$3` on: its number, its kind and its payload.
-fn events_insert<D: Dialect>(count: usize) -> String {
-    let rows: Vec<String> = (0..count)
-        .map(|n| {
-            let at = 3 + 3 * n;
-            format!(
-                "($1, ${at}, $2, ${}, ${}, {now})",
-                at + 1,
-                at + 2,
-                now = D::NOW
-            )
-        })
-        .collect();
-    format!(
-        "INSERT INTO task_events (task_id, seq, attempt, kind, payload, created_at) VALUES {}",
-        rows.join(", ")
-    )
 }
