@@ -75,7 +75,10 @@ fn tls_named(err: sqlx::Error) -> crate::StoreError {
 /// says): by then the queue had slowed to a third (issue 17). The table has a row per user
 /// with tasks, so vacuuming it is cheap; `SKIP_LOCKED` leaves it to another node already at it.
 async fn vacuum_queue_counts(pool: sqlx::PgPool) {
-    let mut tick = tokio::time::interval(VACUUM_COUNTS_EVERY);
+    // The first after an interval, not at once: a short command (`berth token create`) that
+    // opens the store is done before then, and neither vacuums nor warns.
+    let first = tokio::time::Instant::now() + VACUUM_COUNTS_EVERY;
+    let mut tick = tokio::time::interval_at(first, VACUUM_COUNTS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
