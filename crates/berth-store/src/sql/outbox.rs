@@ -272,6 +272,22 @@ impl News {
         Some(News { event_type, ended })
     }
 
+    /// A condition that holds when nobody hears of the news a status event `payload` (the
+    /// task's `seq`-th; only a first event's number matters) carries: for a statement that
+    /// writes the event itself, and so cannot tell them in the outbox. `owner` and `task` are
+    /// the statement's expressions for the task's owner and id.
+    pub(super) fn nobody_hears_sql(
+        seq: i64,
+        payload: &serde_json::Value,
+        owner: &str,
+        task: &str,
+    ) -> String {
+        match News::of(seq, payload) {
+            Some(news) => format!("NOT EXISTS ({})", listeners_sql(news.ended, owner, task)),
+            None => "TRUE".to_string(),
+        }
+    }
+
     /// A scalar subquery counting who hears of this news, for the statement that writes its
     /// event to return (most tasks have no listener, and then that one statement is all).
     /// `owner` and `task` are the statement's placeholders for the task's owner and id.
@@ -289,7 +305,7 @@ const GITHUB: i64 = 3;
 
 /// `(kind, id)` rows of those who hear of a task's news (see [`News`]); `owner` and `task`
 /// are the statement's expressions for the task's owner and id.
-pub(super) fn listeners_sql(ended: bool, owner: &str, task: &str) -> String {
+fn listeners_sql(ended: bool, owner: &str, task: &str) -> String {
     let mut sql = format!(
         "SELECT CAST({WEBHOOK} AS BIGINT), id FROM webhook_endpoints \
          WHERE owner_id = {owner} AND deleted_at IS NULL"

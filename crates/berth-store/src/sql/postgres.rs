@@ -11,7 +11,7 @@ use sqlx::postgres::{PgArguments, PgConnection, PgListener, PgPoolOptions, PgQue
 use sqlx::{FromRow, Row};
 
 use super::events::event_from;
-use super::outbox::listeners_sql;
+use super::outbox::News;
 use super::{AtOnce, Dialect, SqlStore, ACTIVE};
 use crate::rows::{task_columns, TaskRow};
 use crate::signal::{EventNotice, Signals, TextDelta};
@@ -212,7 +212,9 @@ impl Dialect for Postgres {
         limits: &ClaimLimits,
     ) -> Result<AtOnce<Option<Task>>> {
         let chosen_user = "(SELECT user_id FROM chosen)";
-        let listeners = listeners_sql(false, chosen_user, "tasks.id");
+        // The start is never the task's first event.
+        let running = serde_json::json!({ "status": "running" });
+        let nobody_hears = News::nobody_hears_sql(0, &running, chosen_user, "tasks.id");
         let sql = format!(
             "WITH chosen AS ({choose} FOR UPDATE OF u SKIP LOCKED),
              claimed AS ({take}),
@@ -221,7 +223,7 @@ impl Dialect for Postgres {
                (chosen.user_id IS NOT NULL OR EXISTS ({choose})) AS waiting, claimed.*
              FROM (SELECT 1) AS one LEFT JOIN chosen ON TRUE LEFT JOIN claimed ON TRUE",
             choose = choose_user(),
-            take = take_oldest_task(chosen_user, &format!("NOT EXISTS ({listeners})")),
+            take = take_oldest_task(chosen_user, &nobody_hears),
             event = event_from::<Self>(
                 "claimed",
                 "'status'",
@@ -380,3 +382,4 @@ async fn claim_for_user(
             .await?;
     row.map(Task::try_from).transpose()
 }
+

@@ -9,7 +9,7 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::events::{event_from, TakenSeq};
-use super::outbox::listeners_sql;
+use super::outbox::News;
 use super::{Args, AtOnce, Column, Conn, Dialect, Row, SqlStore, ACTIVE};
 use crate::signal::EventNotice;
 use crate::{ClaimLimits, Fence, Queue, Released, Result, StoreError, TaskEnd};
@@ -111,17 +111,18 @@ where
         let payload = status_payload(end.status, end.reason.as_deref());
         if D::ONE_STATEMENT_STEPS {
             // When nobody hears of the ending: the task's row, its diff and its event at once.
-            let listeners = listeners_sql(true, "tasks.owner_id", "tasks.id");
-            let nobody_hears = format!("NOT EXISTS ({listeners})");
+            // The ending is never the task's first event.
+            let nobody_hears = News::nobody_hears_sql(0, &payload, "tasks.owner_id", "tasks.id");
             let sql = format!(
                 "WITH done AS ({finish}), \
-                 diff AS (INSERT INTO task_diffs (task_id, diff, created_at) \
-                   SELECT id, $8, {now} FROM done WHERE $8 IS NOT NULL \
-                   ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff), \
+                 diff AS ({diff}), \
                  event AS ({event}) \
                  SELECT last_event_seq, owner_id FROM done",
                 finish = finish_sql::<D>(&nobody_hears),
-                now = D::NOW,
+                diff = keep_diff_sql(&format!(
+                    "SELECT id, $8, {now} FROM done WHERE $8 IS NOT NULL",
+                    now = D::NOW
+                )),
                 event = event_from::<D>("done", "'status'", "$9"),
             );
             let done: Option<(i64, Uuid)> = bind_end(sqlx::query_as(&sql), fence, &end)
@@ -146,15 +147,11 @@ where
                 .await?;
         let (seq, owner_id) = updated.ok_or(StoreError::Fenced(fence.task_id))?;
         if let Some(diff) = &end.diff {
-            sqlx::query(&format!(
-                "INSERT INTO task_diffs (task_id, diff, created_at) VALUES ($1, $2, {now}) \
-                 ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff",
-                now = D::NOW
-            ))
-            .bind(fence.task_id.0)
-            .bind(diff.as_slice())
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&keep_diff_sql(&format!("VALUES ($1, $2, {})", D::NOW)))
+                .bind(fence.task_id.0)
+                .bind(diff.as_slice())
+                .execute(&mut *tx)
+                .await?;
         }
         let taken = TakenSeq {
             task_id: fence.task_id,
@@ -368,6 +365,15 @@ fn finish_sql<D: Dialect>(also: &str) -> String {
          WHERE id = $1 AND attempt = $2 AND status IN {ACTIVE} AND {also} \
          RETURNING last_event_seq, owner_id, id, attempt",
         now = D::NOW
+    )
+}
+
+/// Keeps a task's diff, replacing the one it had: `rows` gives `(task_id, diff, created_at)`
+/// (a `VALUES` or a `SELECT`).
+pub(super) fn keep_diff_sql(rows: &str) -> String {
+    format!(
+        "INSERT INTO task_diffs (task_id, diff, created_at) {rows} \
+         ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff"
     )
 }
 

@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::events::{event_from, TakenSeq};
-use super::outbox::listeners_sql;
+use super::outbox::News;
 use super::{Args, Column, Conn, Dialect, Row, SqlStore};
 use crate::rows::{self, task_columns, TaskRow};
 use crate::signal::EventNotice;
@@ -53,10 +53,10 @@ where
         // When nobody hears of the new task: its row and its event at once. A task from
         // GitHub records where it came from, in the transaction.
         if D::ONE_STATEMENT_STEPS && new.github.is_none() {
-            let listeners = listeners_sql(false, "$2", "$1");
+            let nobody_hears = News::nobody_hears_sql(1, &status, "$2", "$1");
             let sql = format!(
                 "WITH inserted AS ({insert}), event AS ({event}) SELECT * FROM inserted",
-                insert = insert_task_sql::<D>(&format!("NOT EXISTS ({listeners})")),
+                insert = insert_task_sql::<D>(&nobody_hears),
                 event = event_from::<D>("inserted", "'status'", "$16"),
             );
             let inserted: Option<TaskRow> = bind_new(sqlx::query_as(&sql), &new)

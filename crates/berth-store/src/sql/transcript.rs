@@ -7,6 +7,7 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
+use super::queue::keep_diff_sql;
 use super::{Args, Column, Conn, Dialect, Row, SqlStore};
 use crate::{Fence, Result, StoreError, Transcript, WorkState};
 
@@ -91,15 +92,11 @@ where
                 .execute(&mut *tx)
                 .await?;
         } else {
-            sqlx::query(&format!(
-                "INSERT INTO task_diffs (task_id, diff, created_at) VALUES ($1, $2, {now}) \
-                 ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff",
-                now = D::NOW
-            ))
-            .bind(fence.task_id.0)
-            .bind(diff)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&keep_diff_sql(&format!("VALUES ($1, $2, {})", D::NOW)))
+                .bind(fence.task_id.0)
+                .bind(diff)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
