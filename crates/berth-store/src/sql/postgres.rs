@@ -383,3 +383,74 @@ async fn claim_for_user(
     row.map(Task::try_from).transpose()
 }
 
+#[cfg(test)]
+mod tests {
+    use berth_proto::{CreateTask, EventKind};
+    use berth_testkit::db::{Backend, TestDb};
+
+    use super::*;
+    use crate::{Events, NewTask, NewWebhook, Queue, Tasks, Tokens, Webhooks};
+
+    /// The claim takes a task and writes its `running` event in one statement while nobody
+    /// hears of the start, says at once when there is nothing to claim, and leaves the claim
+    /// to the transaction (which writes the outbox) once the owner has a webhook endpoint.
+    #[tokio::test]
+    async fn the_claim_is_one_statement_until_someone_hears_of_the_start() {
+        let Some(backend) = Backend::postgres() else {
+            return;
+        };
+        let db = TestDb::new(&backend).await;
+        let store = connect(db.url.as_deref().expect("a PostgreSQL database"))
+            .await
+            .unwrap();
+        let limits = ClaimLimits {
+            node_id: "n1".into(),
+            lease_ms: 60_000,
+            node_capacity: 10,
+            per_user_limit: 10,
+        };
+        let at_once = || Postgres::claim_at_once(&store.writer, &limits);
+        assert!(
+            matches!(at_once().await.unwrap(), AtOnce::Done(None)),
+            "an empty queue is decided at once"
+        );
+
+        let alice = store.upsert_user("alice").await.unwrap();
+        let new = || NewTask {
+            owner_id: alice.id,
+            request: CreateTask::new("https://example.com/r.git", "fix it"),
+            max_attempts: 1,
+            idempotency: None,
+            github: None,
+        };
+        let first = store.create_task(new()).await.unwrap().task;
+        let AtOnce::Done(Some(claimed)) = at_once().await.unwrap() else {
+            panic!("nobody hears of the start: the one statement claims");
+        };
+        assert_eq!((claimed.id, claimed.attempt), (first.id, 1));
+        let (events, _) = store
+            .list_events(alice.id, first.id, 0, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        let running = events.last().unwrap();
+        assert_eq!((running.seq, running.kind), (2, EventKind::Status));
+        assert_eq!(running.payload["status"], "running");
+        assert_eq!(running.payload["node"], "n1");
+
+        let hook = NewWebhook {
+            owner_id: alice.id,
+            url: "https://hooks.example.com/berth".into(),
+            secret: "whsec_c2VjcmV0".into(),
+            format: "standard".into(),
+        };
+        store.create_webhook(hook).await.unwrap();
+        let second = store.create_task(new()).await.unwrap().task;
+        assert!(
+            matches!(at_once().await.unwrap(), AtOnce::InTransaction),
+            "a webhook hears of the start: left to the transaction"
+        );
+        let taken = store.claim_next_task(&limits).await.unwrap().unwrap();
+        assert_eq!(taken.id, second.id, "which then claims it");
+    }
+}
